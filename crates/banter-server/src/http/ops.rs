@@ -1,0 +1,31 @@
+//! Operations: health, metrics, and the 404 of unknown routes.
+
+use super::AppJson;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use banter_proto::http::Health;
+use std::sync::Arc;
+
+/// # `GET /healthz`
+///
+/// 200 when the store answers, 503 when it does not or the server is stopping.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let ok = !state.shutdown.is_cancelled() && state.store.healthy().await;
+    let (status, text) = if ok { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };
+    (status, AppJson(Health { status: text.to_owned() }))
+}
+
+/// # `GET /metrics`
+///
+/// Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(banter_proto::ErrorCode::NotFound, "no such route")
+}

@@ -1,0 +1,153 @@
+//! The hub: which devices of which users are connected here, and the one way
+//! to push something to them.
+//!
+//! Each live connection registers a [`Link`]: a bounded channel into its task
+//! and a way to close it. Pushes never wait: when a connection's channel is
+//! full, a message hint is dropped and the connection is flagged `lagged`, so
+//! it re-reads its position from the store instead of the server buffering
+//! without bound. The store is the truth; pushes are only hints.
+
+use axum::extract::ws::Utf8Bytes;
+use banter_store::{ConversationId, DeviceId, UserId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, Notify};
+
+/// Capacity of each connection's push channel.
+pub const PUSH_QUEUE: usize = 512;
+
+/// Something for one connection to do.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A message was stored: send `frame` if it is next in line.
+    Message { conversation_id: ConversationId, seq: u64, frame: Utf8Bytes, own: bool },
+    /// An ephemeral frame (typing, receipt, presence, conversation): send it as is.
+    Event(Utf8Bytes),
+    /// The user left a conversation: stop delivering it.
+    Left(ConversationId),
+}
+
+/// Shared between a connection and the hub.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// A message hint was dropped; the connection must resync from the store.
+    pub lagged: AtomicBool,
+    /// Close code requested by someone else (replacement, logout); 0 if none.
+    pub close_code: AtomicU16,
+    /// Wakes the connection when `close_code` is set.
+    pub closed: Notify,
+}
+
+impl Control {
+    /// Asks the connection to close with `code`.
+    pub fn close(&self, code: u16) {
+        self.close_code.store(code, Ordering::Release);
+        self.closed.notify_one();
+    }
+}
+
+/// A registered live connection.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub conn_id: u64,
+    pub device_id: DeviceId,
+    pub tx: mpsc::Sender<Push>,
+    pub control: Arc<Control>,
+}
+
+impl Link {
+    fn push(&self, push: Push) {
+        if let Err(mpsc::error::TrySendError::Full(p)) = self.tx.try_send(push) {
+            if matches!(p, Push::Message { .. } | Push::Left(_)) {
+                self.control.lagged.store(true, Ordering::Release);
+            }
+            metrics::counter!("push_dropped_total").increment(1);
+        }
+    }
+}
+
+/// The registry of live connections of this node.
+#[derive(Debug, Default)]
+pub struct Hub {
+    users: RwLock<HashMap<UserId, Vec<Link>>>,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers `link` for `user`; an older connection of the same device is
+    /// unregistered and returned, to be closed with 4002.
+    pub fn register(&self, user: UserId, link: Link) -> Option<Link> {
+        let mut users = self.users.write().expect("hub lock");
+        let links = users.entry(user).or_default();
+        let old = links.iter().position(|l| l.device_id == link.device_id).map(|i| links.swap_remove(i));
+        links.push(link);
+        old
+    }
+
+    /// Unregisters a connection; `true` if the user has no connection left.
+    pub fn unregister(&self, user: UserId, conn_id: u64) -> bool {
+        let mut users = self.users.write().expect("hub lock");
+        let Some(links) = users.get_mut(&user) else { return true };
+        links.retain(|l| l.conn_id != conn_id);
+        if links.is_empty() {
+            users.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the user has a live connection here.
+    pub fn is_connected(&self, user: UserId) -> bool {
+        self.users.read().expect("hub lock").contains_key(&user)
+    }
+
+    /// Pushes to every device of every user in `users`; `make` builds the push
+    /// for one device (it returns `None` to skip that device).
+    pub fn push_users(&self, users: &[UserId], mut make: impl FnMut(UserId, DeviceId) -> Option<Push>) -> usize {
+        let map = self.users.read().expect("hub lock");
+        let mut pushed = 0;
+        for user in users {
+            if let Some(links) = map.get(user) {
+                for link in links {
+                    if let Some(p) = make(*user, link.device_id) {
+                        link.push(p);
+                        pushed += 1;
+                    }
+                }
+            }
+        }
+        pushed
+    }
+
+    /// Pushes to one device, if connected.
+    pub fn push_device(&self, user: UserId, device: DeviceId, push: Push) {
+        let map = self.users.read().expect("hub lock");
+        if let Some(link) = map.get(&user).and_then(|l| l.iter().find(|l| l.device_id == device)) {
+            link.push(push);
+        }
+    }
+
+    /// Closes the device's connection with `code`, if it has one.
+    pub fn close_device(&self, user: UserId, device: DeviceId, code: u16) {
+        let map = self.users.read().expect("hub lock");
+        if let Some(link) = map.get(&user).and_then(|l| l.iter().find(|l| l.device_id == device)) {
+            link.control.close(code);
+        }
+    }
+
+    /// Asks every connection to close with `code` (shutdown).
+    pub fn close_all(&self, code: u16) {
+        for links in self.users.read().expect("hub lock").values() {
+            for l in links {
+                l.control.close(code);
+            }
+        }
+    }
+}

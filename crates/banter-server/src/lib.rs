@@ -1,0 +1,100 @@
+//! The Banter server as a library: [`run`] serves HTTP and WebSocket on one
+//! listener until its shutdown token is cancelled, then drains.
+//!
+//! Map of the crate (see ARCHITECTURE.md for the whole picture):
+//! - [`http`]: thin handlers of the HTTP API; [`ws`]: the realtime gateway.
+//! - [`messaging`]: the send path; [`fanout`]: the queue for large groups.
+//! - [`hub`]: live connections of this node; [`presence`]: online/offline.
+//! - [`members`]: the member-list cache; [`ids`]: Snowflake message ids.
+//! - [`error`]: the one error type, mapped to the wire catalogue.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod members;
+pub mod messaging;
+pub mod presence;
+pub mod state;
+pub mod views;
+pub mod ws;
+
+pub use config::Config;
+
+use banter_store::Store;
+use state::AppState;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for connections and commits to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Builds the shared state on `store`.
+pub fn state(config: Config, store: Arc<dyn Store>, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Arc<AppState> {
+    Arc::new(AppState {
+        ids: ids::Snowflake::new(config.node_id),
+        config,
+        store,
+        hub: Default::default(),
+        members: Default::default(),
+        presence: Default::default(),
+        fanout: Default::default(),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        connections: AtomicUsize::new(0),
+        metrics,
+    })
+}
+
+/// Installs the Prometheus recorder (once per process) and describes the metrics.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let ms = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0];
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_ms".into()), &ms)
+        .ok()?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("store_commit_batch_size".into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+        )
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    metrics::describe_histogram!("message_delivery_latency_ms", "Time from a message being stored to its push to a device, ms");
+    metrics::describe_gauge!("websocket_connections", "Open WebSocket connections");
+    metrics::describe_counter!("messages_sent_total", "Messages stored (duplicates excluded)");
+    metrics::describe_counter!("messages_delivered_total", "Messages acknowledged by devices");
+    metrics::describe_counter!("delivery_retries_total", "Conversations rewound after an ack timeout");
+    metrics::describe_counter!("push_dropped_total", "Pushes dropped because a connection's queue was full");
+    metrics::describe_gauge!("fanout_queue_depth", "Jobs waiting in the large-group fan-out queue");
+    metrics::describe_histogram!("store_commit_batch_size", "Jobs per store commit");
+    metrics::describe_histogram!("store_commit_latency_ms", "Duration of one store commit, ms");
+    metrics::gauge!("websocket_connections").set(0.0);
+    metrics::counter!("messages_sent_total").absolute(0);
+    metrics::counter!("messages_delivered_total").absolute(0);
+    Some(handle)
+}
+
+/// Serves until `state.shutdown` is cancelled; then stops accepting, closes
+/// every connection with 1001, waits for in-flight work, and returns.
+pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
+    let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
+    let app = http::router(Arc::clone(&state));
+    let shutdown = state.shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let served = server.await;
+    // The listener is closed; connections see the token and close with 1001.
+    state.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
+        tracing::warn!("some connections did not finish within the shutdown grace");
+    }
+    worker.abort();
+    served
+}

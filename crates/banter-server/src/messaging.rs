@@ -1,0 +1,78 @@
+//! The send path: validate, store (seq assigned in the commit), then fan out.
+//!
+//! One function serves the WebSocket `send` and the HTTP `POST .../messages`,
+//! so both have the same validation and the same idempotency.
+
+use crate::error::{ApiError, ApiResult};
+use crate::fanout::{push_message, Job};
+use crate::state::AppState;
+use crate::views;
+use banter_proto::frame::{validate_content, ContentError};
+use banter_proto::{limits, ErrorCode};
+use banter_store::{ConversationId, DeviceId, NewMessage, StoredMessage, UserId};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// A request to store one message.
+#[derive(Debug)]
+pub struct SendRequest {
+    pub sender: UserId,
+    pub device: DeviceId,
+    pub conversation_id: ConversationId,
+    pub client_msg_id: String,
+    pub content: Box<RawValue>,
+    /// `true` over WebSocket: the sending device gets `sent`, not the message.
+    pub exclude_origin: bool,
+}
+
+/// Checks a send against the contract's limits. This is the one place they are enforced.
+pub fn validate(client_msg_id: &str, content: &RawValue) -> ApiResult<()> {
+    if !limits::valid_client_msg_id(client_msg_id) {
+        return Err(ApiError::new(ErrorCode::InvalidFrame, "client_msg_id must be 1-64 characters"));
+    }
+    match validate_content(content) {
+        Ok(()) => Ok(()),
+        Err(ContentError::TooLarge) => Err(ApiError::new(ErrorCode::TooLarge, "text is over 16384 bytes")),
+        Err(ContentError::Invalid) => Err(ApiError::new(
+            ErrorCode::InvalidContent,
+            "content must be an object with a string type; a text needs a non-empty string text",
+        )),
+    }
+}
+
+/// Stores the message (or finds the earlier one with the same
+/// `client_msg_id`) and, when new, pushes it to the member devices.
+/// Returns after the message is durable.
+pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<StoredMessage>> {
+    validate(&req.client_msg_id, &req.content)?;
+    let appended = state
+        .store
+        .append(NewMessage {
+            conversation_id: req.conversation_id,
+            sender_id: req.sender,
+            sender_device: req.device,
+            client_msg_id: req.client_msg_id,
+            content: String::from(Box::<str>::from(req.content)),
+            message_id: state.ids.next(),
+            ts: crate::clock::now_ms(),
+        })
+        .await?;
+    if !appended.duplicate {
+        metrics::counter!("messages_sent_total").increment(1);
+        dispatch(state, &appended.message, req.exclude_origin.then_some(req.device)).await?;
+    }
+    Ok(appended.message)
+}
+
+/// Pushes a stored message to the member devices: on the send path for
+/// groups up to the threshold, through the fan-out queue above it.
+async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<DeviceId>) -> ApiResult<()> {
+    let members = state.members.get(state.store.as_ref(), m.conversation_id).await?;
+    let frame = views::message_frame(m).into();
+    if members.len() as u64 <= state.config.fanout_sync_threshold {
+        push_message(state, &members, m.conversation_id, m.seq, &frame, origin);
+    } else {
+        state.fanout.enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, frame, origin }).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! `AppState`: the services every handler and connection shares.
+
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::hub::Hub;
+use crate::ids::Snowflake;
+use crate::members::Members;
+use crate::presence::Presence;
+use banter_store::Store;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared state, behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hub: Hub,
+    pub members: Members,
+    pub presence: Presence,
+    pub ids: Snowflake,
+    pub fanout: Fanout,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Owns every connection task and background task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Live WebSocket connections.
+    pub connections: AtomicUsize,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}

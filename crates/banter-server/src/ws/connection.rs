@@ -1,0 +1,541 @@
+//! One WebSocket connection: the hello, then a single task that owns the
+//! socket, the device's delivery state, its pipelined sends and its timers.
+//!
+//! Every branch of the loop only changes state and queues frames in `out`;
+//! one place ([`Connection::flush`]) writes them, feeding all and flushing
+//! once, under a stall timeout so a client that stops reading cannot pin the
+//! task. Nothing here waits on another connection.
+
+use super::delivery::{Delivery, Live};
+use super::rate::RateLimit;
+use crate::auth::{authenticate, Auth};
+use crate::error::ApiError;
+use crate::hub::{Control, Link, Push, PUSH_QUEUE};
+use crate::messaging::{self, SendRequest};
+use crate::presence::Presence;
+use crate::state::AppState;
+use crate::views::{self, parse_id};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use banter_proto::frame::{FrameRef, ReceiptKind};
+use banter_proto::{close, limits, ClientFrame, ErrorCode, ServerFrame};
+use banter_store::{ConversationId, SeqRange, StoredMessage, UserId};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+/// Time a client has to send its `hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sends of one connection being stored at once; past it the connection stops reading.
+pub const MAX_PENDING_SENDS: usize = 256;
+/// Consecutive bad frames after which the connection is closed with 1008.
+pub const MAX_BAD_FRAMES: u32 = 32;
+/// A write that makes no progress for this long closes the connection with 4004.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most pushes taken from the channel before the loop writes.
+const PUSH_BATCH: usize = 128;
+/// Most store pages streamed per loop turn, so other events are not starved.
+const PAGES_PER_TURN: usize = 4;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
+type AckResult = banter_store::Result<Vec<(ConversationId, u64)>>;
+
+/// Runs a connection from the upgrade to the close.
+pub(super) async fn run(state: Arc<AppState>, socket: WebSocket) {
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("websocket_connections").increment(1.0);
+    let (mut sink, mut stream) = socket.split();
+    if let Some(auth) = hello(&state, &mut sink, &mut stream).await {
+        session(&state, auth, sink, stream).await;
+    }
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+    metrics::gauge!("websocket_connections").decrement(1.0);
+}
+
+fn frame(f: &ServerFrame) -> Message {
+    Message::Text(f.to_json().into())
+}
+
+fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Message {
+    frame(&ServerFrame::Error { code, message: message.into(), reference })
+}
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+    let msg = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = sink.send(msg).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// Waits for a valid `hello`; anything else is answered `unauthorized` and closed with 4001.
+async fn hello(state: &Arc<AppState>, sink: &mut Sink, stream: &mut Stream) -> Option<Auth> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) => return Some(Ok(t)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(_))) => return Some(Err(())),
+                Some(Err(e)) if is_too_big(&e) => return None,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let token = match first {
+        Ok(Some(Ok(text))) => match ClientFrame::parse(&text) {
+            Ok(ClientFrame::Hello { token }) => Some(token),
+            _ => None,
+        },
+        Ok(Some(Err(()))) => None,
+        Ok(None) => return None,
+        Err(_elapsed) => None,
+    };
+    let auth = match token {
+        Some(t) => authenticate(state, &t).await.ok(),
+        None => None,
+    };
+    if auth.is_none() {
+        let _ = sink.send(error_frame(ErrorCode::Unauthorized, "the first frame must be a hello with a valid token", Some("hello".into()))).await;
+        close_with(sink, close::UNAUTHORIZED, "unauthorized").await;
+    }
+    auth
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        src = err.source();
+    }
+    false
+}
+
+/// State of an authenticated connection.
+struct Connection {
+    state: Arc<AppState>,
+    auth: Auth,
+    conn_id: u64,
+    control: Arc<Control>,
+    sink: Sink,
+    delivery: Delivery,
+    /// Frames queued for the next write.
+    out: Vec<Message>,
+    /// Sends being stored, answered in the order they arrived.
+    sends: FuturesOrdered<BoxFuture<'static, SendResult>>,
+    /// Acks to store once the write in progress finishes (coalesced per conversation).
+    acks_due: HashMap<ConversationId, u64>,
+    /// The ack write in progress.
+    ack_write: Option<BoxFuture<'static, AckResult>>,
+    /// Conversations seen in pushes but not yet tracked.
+    unknown: HashSet<ConversationId>,
+    /// Users this device follows for presence.
+    subscriptions: HashSet<UserId>,
+    rate: RateLimit,
+    bad_frames: u32,
+    last_activity: Instant,
+    idle_deadline: Instant,
+    /// Streaming from the store was cut short this turn; continue next turn.
+    more_to_stream: bool,
+    close: Option<(u16, &'static str)>,
+}
+
+async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stream) {
+    let (tx, mut rx) = mpsc::channel(PUSH_QUEUE);
+    let control = Arc::new(Control::default());
+    let conn_id = state.hub.next_conn_id();
+    let link = Link { conn_id, device_id: auth.device_id, tx, control: Arc::clone(&control) };
+    if let Some(old) = state.hub.register(auth.user_id, link) {
+        old.control.close(close::REPLACED);
+    }
+    Presence::connected(state, auth.user_id);
+    let now = Instant::now();
+    let mut c = Connection {
+        state: Arc::clone(state),
+        auth,
+        conn_id,
+        control,
+        sink,
+        delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
+        out: Vec::with_capacity(16),
+        sends: FuturesOrdered::new(),
+        acks_due: HashMap::new(),
+        ack_write: None,
+        unknown: HashSet::new(),
+        subscriptions: HashSet::new(),
+        rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
+        bad_frames: 0,
+        last_activity: now,
+        idle_deadline: now + state.config.presence_timeout,
+        more_to_stream: false,
+        close: None,
+    };
+    c.out.push(frame(&ServerFrame::Welcome {
+        user_id: auth.user_id.to_string(),
+        device_id: auth.device_id.to_string(),
+        heartbeat_interval_ms: state.config.heartbeat_interval().as_millis() as u64,
+        ack_timeout_ms: state.config.ack_timeout.as_millis() as u64,
+        server_time: crate::clock::now_ms(),
+        window: state.config.delivery_window,
+        max_frame_bytes: state.config.max_frame_bytes,
+    }));
+    // Only now the backlog: every conversation above its cursor is behind.
+    c.control.lagged.store(true, Ordering::Release);
+    c.run(&mut stream, &mut rx).await;
+
+    let user = c.auth.user_id;
+    state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
+    state.hub.unregister(user, c.conn_id);
+    Presence::disconnected(state, user);
+    if let Some((code, reason)) = c.close {
+        close_with(&mut c.sink, code, reason).await;
+    }
+}
+
+impl Connection {
+    async fn run(&mut self, stream: &mut Stream, rx: &mut mpsc::Receiver<Push>) {
+        let mut timer: std::pin::Pin<Box<Sleep>> = Box::pin(sleep_until(self.idle_deadline));
+        let mut timer_at = self.idle_deadline;
+        let shutdown = self.state.shutdown.clone();
+        while self.close.is_none() {
+            if let Err(e) = self.stream_from_store().await {
+                tracing::warn!(error = %e.message, "delivery from store failed");
+            }
+            if !self.flush().await {
+                return;
+            }
+            let want = self.delivery.next_deadline().map_or(self.idle_deadline, |d| d.min(self.idle_deadline));
+            if want != timer_at {
+                timer.as_mut().reset(want);
+                timer_at = want;
+            }
+            let reading = self.sends.len() < MAX_PENDING_SENDS;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => self.close = Some((close::GOING_AWAY, "server shutting down")),
+                _ = self.control.closed.notified() => {
+                    let code = self.control.close_code.load(Ordering::Acquire);
+                    self.close = Some((code, if code == close::REPLACED { "replaced by a new connection" } else { "logged out" }));
+                }
+                Some(done) = self.sends.next(), if !self.sends.is_empty() => self.on_sent(done),
+                Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; self.on_acks_stored(result).await; }
+                Some(push) = rx.recv() => {
+                    self.on_push(push);
+                    for _ in 0..PUSH_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => self.on_push(p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                incoming = stream.next(), if reading => match incoming {
+                    Some(Ok(msg)) => self.on_message(msg).await,
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            self.close = Some((close::TOO_BIG, "frame too large"));
+                        } else {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = &mut timer => self.on_timer(),
+                _ = std::future::ready(()), if self.more_to_stream => {}
+            }
+            self.start_ack_write();
+        }
+        self.flush().await;
+    }
+
+    /// Writes the queued frames: feed each, flush once.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let sink = &mut self.sink;
+        let out = &mut self.out;
+        let written = tokio::time::timeout(WRITE_STALL_TIMEOUT, async {
+            for m in out.drain(..) {
+                sink.feed(m).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.close = Some((close::SLOW_CONSUMER, "not reading"));
+                self.out.clear();
+                false
+            }
+        }
+    }
+
+    fn on_push(&mut self, push: Push) {
+        match push {
+            Push::Message { conversation_id, seq, frame, own } => {
+                match self.delivery.on_live(conversation_id, seq, own, Instant::now()) {
+                    Live::Send => self.out.push(Message::Text(frame)),
+                    Live::Skip => {}
+                    Live::Unknown => {
+                        self.unknown.insert(conversation_id);
+                    }
+                }
+            }
+            Push::Event(frame) => self.out.push(Message::Text(frame)),
+            Push::Left(conversation) => self.delivery.forget(conversation),
+        }
+    }
+
+    /// Streams pages of stored messages to conversations that are behind.
+    async fn stream_from_store(&mut self) -> Result<(), ApiError> {
+        let store = Arc::clone(&self.state.store);
+        if self.control.lagged.swap(false, Ordering::AcqRel) {
+            let cursors = store.cursors(self.auth.user_id, self.auth.device_id).await?;
+            let current: HashSet<ConversationId> = cursors.iter().map(|c| c.conversation_id).collect();
+            let gone: Vec<ConversationId> = self.delivery.conversations().filter(|c| !current.contains(c)).collect();
+            for c in gone {
+                self.delivery.forget(c);
+            }
+            for c in cursors {
+                self.delivery.track(c);
+            }
+        }
+        for conversation in std::mem::take(&mut self.unknown) {
+            if let Some(c) = store.cursor(conversation, self.auth.user_id, self.auth.device_id).await? {
+                self.delivery.track(c);
+            }
+        }
+        self.more_to_stream = false;
+        for _ in 0..PAGES_PER_TURN {
+            let Some((conversation, after, limit)) = self.delivery.next_fetch() else { return Ok(()) };
+            let page = store.messages(conversation, SeqRange::After(after), limit).await?;
+            let now = Instant::now();
+            let now_ms = crate::clock::now_ms();
+            for m in &page {
+                if self.delivery.record_fetched(conversation, m.seq, now) {
+                    metrics::histogram!("message_delivery_latency_ms").record((now_ms - m.ts).max(0) as f64);
+                    self.out.push(Message::Text(views::message_frame(m).into()));
+                }
+            }
+            self.delivery.fetched(conversation, page.len() < limit);
+        }
+        self.more_to_stream = true;
+        Ok(())
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if now >= self.idle_deadline {
+            if now.duration_since(self.last_activity) >= self.state.config.presence_timeout {
+                self.close = Some((close::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                return;
+            }
+            self.idle_deadline = self.last_activity + self.state.config.presence_timeout;
+        }
+        let rewound = self.delivery.on_timer(now);
+        if rewound > 0 {
+            metrics::counter!("delivery_retries_total").increment(rewound as u64);
+        }
+    }
+
+    fn on_sent(&mut self, (client_msg_id, _conversation, result): SendResult) {
+        match result {
+            Ok(m) => self.out.push(frame(&views::sent_frame(&m))),
+            Err(e) => self.out.push(error_frame(e.code, e.message, Some(client_msg_id))),
+        }
+    }
+
+    fn start_ack_write(&mut self) {
+        if self.ack_write.is_some() || self.acks_due.is_empty() {
+            return;
+        }
+        let acks: Vec<(ConversationId, u64)> = self.acks_due.drain().collect();
+        let store = Arc::clone(&self.state.store);
+        let Auth { user_id, device_id } = self.auth;
+        self.ack_write = Some(Box::pin(async move { store.ack(user_id, device_id, acks).await }));
+    }
+
+    async fn on_acks_stored(&mut self, result: AckResult) {
+        match result {
+            Ok(rose) => {
+                for (conversation, seq) in rose {
+                    self.receipt(conversation, ReceiptKind::Delivered, seq).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "storing acks failed"),
+        }
+    }
+
+    /// Sends a receipt to the other members, unless the group is above the fan-out threshold.
+    async fn receipt(&mut self, conversation: ConversationId, kind: ReceiptKind, seq: u64) {
+        let threshold = self.state.config.fanout_sync_threshold;
+        let Ok(members) = self.state.members.get(self.state.store.as_ref(), conversation).await else { return };
+        if members.len() as u64 > threshold {
+            return;
+        }
+        let user = self.auth.user_id;
+        let frame: Utf8Bytes =
+            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }.to_json().into();
+        let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
+        self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        let now = Instant::now();
+        self.last_activity = now;
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => return self.bad_frame(ErrorCode::InvalidFrame, "binary frames are not supported", None),
+            Message::Close(_) => {
+                self.close = Some((close::NORMAL, "bye"));
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => return,
+        };
+        if !self.rate.allow(now) {
+            let reference = FrameRef::of(&text);
+            self.out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", reference));
+            return;
+        }
+        let parsed = match ClientFrame::parse(&text) {
+            Ok(f) => f,
+            Err(e) => return self.bad_frame(ErrorCode::InvalidFrame, format!("bad frame: {e}"), FrameRef::of(&text)),
+        };
+        self.bad_frames = 0;
+        if let Err((e, reference)) = self.on_frame(parsed).await {
+            self.out.push(error_frame(e.code, e.message, Some(reference)));
+        }
+    }
+
+    fn bad_frame(&mut self, code: ErrorCode, message: impl Into<String>, reference: Option<String>) {
+        self.bad_frames += 1;
+        self.out.push(error_frame(code, message, reference));
+        if self.bad_frames >= MAX_BAD_FRAMES {
+            self.close = Some((close::POLICY, "too many bad frames"));
+        }
+    }
+
+    /// Handles one well-formed frame; an error names the `ref` it answers.
+    async fn on_frame(&mut self, f: ClientFrame) -> Result<(), (ApiError, String)> {
+        let kind = f.kind();
+        let fail = |e: ApiError| (e, kind.to_owned());
+        match f {
+            ClientFrame::Hello { .. } => Err(fail(ApiError::new(ErrorCode::InvalidFrame, "already authenticated"))),
+            ClientFrame::Heartbeat => {
+                self.out.push(frame(&ServerFrame::HeartbeatAck { server_time: crate::clock::now_ms() }));
+                Ok(())
+            }
+            ClientFrame::Send { client_msg_id, conversation_id, content } => {
+                let Some(conversation) = parse_id(&conversation_id) else {
+                    return Err((ApiError::not_found(), client_msg_id));
+                };
+                if let Err(e) = messaging::validate(&client_msg_id, &content) {
+                    return Err((e, client_msg_id));
+                }
+                let state = Arc::clone(&self.state);
+                let req = SendRequest {
+                    sender: self.auth.user_id,
+                    device: self.auth.device_id,
+                    conversation_id: conversation,
+                    client_msg_id: client_msg_id.clone(),
+                    content,
+                    exclude_origin: true,
+                };
+                self.sends.push_back(Box::pin(async move {
+                    let result = messaging::send(&state, req).await;
+                    (client_msg_id, conversation, result)
+                }));
+                Ok(())
+            }
+            ClientFrame::Ack { conversation_id, seq } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                if !self.delivery.knows(conversation) {
+                    let cursor = self
+                        .state
+                        .store
+                        .cursor(conversation, self.auth.user_id, self.auth.device_id)
+                        .await
+                        .map_err(|e| fail(e.into()))?
+                        .ok_or_else(|| fail(ApiError::not_found()))?;
+                    self.delivery.track(cursor);
+                }
+                let before = self.delivery.unacked();
+                if let Some(s) = self.delivery.on_ack(conversation, seq) {
+                    metrics::counter!("messages_delivered_total").increment((before - self.delivery.unacked()) as u64);
+                    self.acks_due.insert(conversation, s);
+                }
+                Ok(())
+            }
+            ClientFrame::Read { conversation_id, seq } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                let rose = self.state.store.read(conversation, self.auth.user_id, seq).await.map_err(|e| fail(e.into()))?;
+                if let Some(s) = rose {
+                    self.receipt(conversation, ReceiptKind::Read, s).await;
+                }
+                Ok(())
+            }
+            ClientFrame::Typing { conversation_id } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                let members =
+                    self.state.members.get(self.state.store.as_ref(), conversation).await.map_err(|e| fail(e.into()))?;
+                let me = self.auth.user_id;
+                if !members.contains(&me) {
+                    return Err(fail(ApiError::not_found()));
+                }
+                if members.len() as u64 <= self.state.config.fanout_sync_threshold {
+                    let frame: Utf8Bytes =
+                        ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json().into();
+                    let others: Vec<UserId> = members.iter().copied().filter(|&u| u != me).collect();
+                    self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+                }
+                Ok(())
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => {
+                let ids = parse_users(&user_ids).map_err(fail)?;
+                let me = (self.auth.user_id, self.auth.device_id);
+                if self.state.presence.subscribe(me, &ids, &mut self.subscriptions, limits::MAX_PRESENCE_SUBSCRIPTIONS).is_none() {
+                    return Err(fail(ApiError::new(ErrorCode::TooLarge, "at most 1000 presence subscriptions per connection")));
+                }
+                for id in ids {
+                    self.out.push(frame(&ServerFrame::Presence(self.state.presence.view(id))));
+                }
+                Ok(())
+            }
+            ClientFrame::PresenceUnsubscribe { user_ids } => {
+                let ids = parse_users(&user_ids).map_err(fail)?;
+                for id in &ids {
+                    self.subscriptions.remove(id);
+                }
+                self.state.presence.unsubscribe((self.auth.user_id, self.auth.device_id), ids);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
+    if ids.len() > limits::MAX_PRESENCE_SUBSCRIPTIONS {
+        return Err(ApiError::new(ErrorCode::TooLarge, "at most 1000 user ids"));
+    }
+    ids.iter().map(|s| parse_id(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidFrame, format!("bad user id {s:?}")))).collect()
+}
+
+/// Polls an optional future; pending forever when there is none.
+async fn maybe<T>(f: &mut Option<BoxFuture<'static, T>>) -> Option<T> {
+    match f {
+        Some(fut) => Some(fut.await),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,40 @@
+//! The realtime gateway: `GET /v1/ws`.
+//!
+//! [`upgrade`] accepts the WebSocket with small buffers and the frame limit;
+//! [`connection`] runs the hello, then one task per connection that owns the
+//! socket, the device's [`delivery`] state and its timers.
+
+mod connection;
+pub mod delivery;
+mod rate;
+
+use crate::state::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use banter_proto::ErrorCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Read buffer of each connection. Small, because most connections idle.
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// # `GET /v1/ws`
+pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    if state.shutdown.is_cancelled() {
+        return crate::error::ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
+    }
+    if state.connections.load(Ordering::Relaxed) >= state.config.max_connections {
+        return crate::error::ApiError::new(ErrorCode::Unavailable, "connection limit reached").into_response();
+    }
+    let max = state.config.max_frame_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.max(64 * 1024) * 16)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let tasks = state.tasks.clone();
+            tasks.track_future(connection::run(state, socket))
+        })
+}

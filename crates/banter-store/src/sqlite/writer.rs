@@ -1,0 +1,120 @@
+//! The single writer thread and its group commit.
+//!
+//! Every write is a job sent to one thread that owns the only writable
+//! connection. The thread takes whatever jobs are waiting (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one transaction,
+//! commits once (one fsync for the whole batch), and only then answers each
+//! job. So concurrent sends share a commit, and no answer leaves before its
+//! data is durable. The batch grows with the load by itself: while one commit
+//! is being synced, the next batch gathers in the channel.
+
+use crate::{Result, StoreError};
+use rusqlite::Connection;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs in one transaction.
+pub(crate) const MAX_BATCH: usize = 4096;
+/// Capacity of the job channel; senders wait when it is full.
+pub(crate) const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Called once the batch's fate is known: `None` if it committed.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A unit of work run inside the batch transaction.
+pub(crate) type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// The handle through which async code submits writes.
+#[derive(Clone, Debug)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(conn: Connection) -> (Writer, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let handle = std::thread::Builder::new()
+            .name("banter-sqlite-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawn the writer thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Runs `f` in the next batch and answers after the batch commits.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit_error| {
+                let result = match commit_error {
+                    Some(e) => Err(StoreError::Unavailable(e.to_string())),
+                    None => outcome,
+                };
+                let _ = reply.send(result);
+            })
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("store is shut down".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+}
+
+/// Runs `f` so that its writes vanish if it fails, without touching the rest of the batch.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let outcome = f(conn);
+    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    conn.execute_batch(end)?;
+    outcome
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = batch.len();
+        let failure = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                completions.extend(batch.drain(..).map(|job| job(&conn)));
+                match conn.execute_batch("COMMIT") {
+                    Ok(()) => None,
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Some(StoreError::from(e))
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing ran. Dropping the jobs drops their reply channels,
+                // which their callers see as `Unavailable`.
+                batch.clear();
+                Some(StoreError::from(e))
+            }
+        };
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, jobs = size, "store commit failed");
+        }
+        metrics::histogram!("store_commit_batch_size").record(size as f64);
+        metrics::histogram!("store_commit_latency_ms").record(started.elapsed().as_secs_f64() * 1e3);
+        for done in completions.drain(..) {
+            done(failure.as_ref());
+        }
+    }
+    tracing::debug!("store writer stopped");
+}

@@ -1,0 +1,120 @@
+//! `banter serve`: flags and `BANTER_*` variables into a [`Config`], the
+//! store, the listener, signals.
+
+use anyhow::Context;
+use banter_server::Config;
+use banter_store::sqlite::{SqliteStore, Synchronous};
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How SQLite syncs commits.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncMode {
+    /// fsync every commit: nothing acknowledged is lost, even on power loss.
+    Full,
+    /// No fsync per commit: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// Flags of `banter serve`. Each is also read from `BANTER_<NAME>`; a flag wins over the variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "BANTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "BANTER_DATA_DIR", default_value = "./banter-data")]
+    pub data_dir: PathBuf,
+    /// Node id (0-1023) for Snowflake message ids.
+    #[arg(long, env = "BANTER_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub node_id: u16,
+    /// Push an unacknowledged message again after this many ms.
+    #[arg(long, env = "BANTER_ACK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub ack_timeout_ms: u64,
+    /// Close a connection silent for longer than this many ms (4003).
+    #[arg(long, env = "BANTER_PRESENCE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub presence_timeout_ms: u64,
+    /// A user with no connection turns offline after this many ms.
+    #[arg(long, env = "BANTER_PRESENCE_GRACE_MS", default_value_t = 2_000)]
+    pub presence_grace_ms: u64,
+    /// Groups up to this many members are fanned out on the send path.
+    #[arg(long, env = "BANTER_FANOUT_SYNC_THRESHOLD", default_value_t = 500)]
+    pub fanout_sync_threshold: u64,
+    /// Most unacknowledged messages in flight per device (at least 64).
+    #[arg(long, env = "BANTER_DELIVERY_WINDOW", default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    pub delivery_window: u32,
+    /// Largest WebSocket frame in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "BANTER_MAX_FRAME_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_frame_bytes: u64,
+    /// Frames per second allowed per connection (sustained).
+    #[arg(long, env = "BANTER_RATE_LIMIT_PER_SEC", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_sec: u32,
+    /// Frames allowed in a burst per connection.
+    #[arg(long, env = "BANTER_RATE_LIMIT_BURST", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// Most WebSocket connections held at once.
+    #[arg(long, env = "BANTER_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// SQLite durability: `full` fsyncs every commit (default); `normal` does not.
+    #[arg(long, env = "BANTER_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full)]
+    pub sqlite_synchronous: SyncMode,
+    /// Memory cost of password hashing (argon2id), KiB.
+    #[arg(long, env = "BANTER_ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..))]
+    pub argon2_memory_kib: u32,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        Config {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            node_id: self.node_id,
+            ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+            presence_timeout: Duration::from_millis(self.presence_timeout_ms),
+            presence_grace: Duration::from_millis(self.presence_grace_ms),
+            fanout_sync_threshold: self.fanout_sync_threshold,
+            delivery_window: self.delivery_window,
+            max_frame_bytes: self.max_frame_bytes as usize,
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            rate_limit_burst: self.rate_limit_burst,
+            max_connections: self.max_connections,
+            sync_full: matches!(self.sqlite_synchronous, SyncMode::Full),
+            argon2_memory_kib: self.argon2_memory_kib,
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and returns.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
+    let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = banter_server::state(config, Arc::new(store), banter_server::install_metrics());
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "banter listening");
+    // Scripts and tests read the bound address (useful with port 0) from this line.
+    println!("banter listening on http://{addr}");
+    let token = state.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    banter_server::run(state, listener).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
