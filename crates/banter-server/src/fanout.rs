@@ -21,6 +21,7 @@ pub struct Job {
     pub members: Arc<[UserId]>,
     pub conversation_id: ConversationId,
     pub seq: u64,
+    pub ts: i64,
     pub frame: Utf8Bytes,
     /// The sending device, which gets `sent` instead of the message.
     pub origin: Option<DeviceId>,
@@ -56,7 +57,7 @@ impl Fanout {
                 _ = state.shutdown.cancelled() => return,
             };
             metrics::gauge!("fanout_queue_depth").set(rx.len() as f64);
-            push_message(&state, &job.members, job.conversation_id, job.seq, &job.frame, job.origin);
+            push_message(&state, &job.members, job.conversation_id, (job.seq, job.ts), &job.frame, job.origin);
             tokio::task::yield_now().await;
         }
     }
@@ -68,11 +69,11 @@ pub fn push_message(
     state: &AppState,
     members: &[UserId],
     conversation_id: ConversationId,
-    seq: u64,
+    (seq, ts): (u64, i64),
     frame: &Utf8Bytes,
     origin: Option<DeviceId>,
 ) {
     state.hub.push_users(members, |_, device| {
-        Some(Push::Message { conversation_id, seq, frame: frame.clone(), own: origin == Some(device) })
+        Some(Push::Message { conversation_id, seq, ts, frame: frame.clone(), own: origin == Some(device) })
     });
 }

@@ -21,7 +21,7 @@ pub const PUSH_QUEUE: usize = 512;
 #[derive(Debug, Clone)]
 pub enum Push {
     /// A message was stored: send `frame` if it is next in line.
-    Message { conversation_id: ConversationId, seq: u64, frame: Utf8Bytes, own: bool },
+    Message { conversation_id: ConversationId, seq: u64, ts: i64, frame: Utf8Bytes, own: bool },
     /// An ephemeral frame (typing, receipt, presence, conversation): send it as is.
     Event(Utf8Bytes),
     /// The user left a conversation: stop delivering it.

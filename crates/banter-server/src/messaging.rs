@@ -70,9 +70,9 @@ async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<Devic
     let members = state.members.get(state.store.as_ref(), m.conversation_id).await?;
     let frame = views::message_frame(m).into();
     if members.len() as u64 <= state.config.fanout_sync_threshold {
-        push_message(state, &members, m.conversation_id, m.seq, &frame, origin);
+        push_message(state, &members, m.conversation_id, (m.seq, m.ts), &frame, origin);
     } else {
-        state.fanout.enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, frame, origin }).await;
+        state.fanout.enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, ts: m.ts, frame, origin }).await;
     }
     Ok(())
 }

@@ -284,9 +284,12 @@ impl Connection {
 
     fn on_push(&mut self, push: Push) {
         match push {
-            Push::Message { conversation_id, seq, frame, own } => {
+            Push::Message { conversation_id, seq, ts, frame, own } => {
                 match self.delivery.on_live(conversation_id, seq, own, Instant::now()) {
-                    Live::Send => self.out.push(Message::Text(frame)),
+                    Live::Send => {
+                        record_latency(ts);
+                        self.out.push(Message::Text(frame));
+                    }
                     Live::Skip => {}
                     Live::Unknown => {
                         self.unknown.insert(conversation_id);
@@ -322,10 +325,9 @@ impl Connection {
             let Some((conversation, after, limit)) = self.delivery.next_fetch() else { return Ok(()) };
             let page = store.messages(conversation, SeqRange::After(after), limit).await?;
             let now = Instant::now();
-            let now_ms = crate::clock::now_ms();
             for m in &page {
                 if self.delivery.record_fetched(conversation, m.seq, now) {
-                    metrics::histogram!("message_delivery_latency_ms").record((now_ms - m.ts).max(0) as f64);
+                    record_latency(m.ts);
                     self.out.push(Message::Text(views::message_frame(m).into()));
                 }
             }
@@ -530,6 +532,11 @@ fn parse_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
         return Err(ApiError::new(ErrorCode::TooLarge, "at most 1000 user ids"));
     }
     ids.iter().map(|s| parse_id(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidFrame, format!("bad user id {s:?}")))).collect()
+}
+
+/// Records stored → pushed latency of a message stored at `ts`.
+fn record_latency(ts: i64) {
+    metrics::histogram!("message_delivery_latency_ms").record((crate::clock::now_ms() - ts).max(0) as f64);
 }
 
 /// Polls an optional future; pending forever when there is none.

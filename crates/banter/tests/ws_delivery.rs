@@ -1,0 +1,236 @@
+//! Sending, receiving, acknowledging: ordering, idempotency, retries,
+//! cursors across reconnects, devices, flow control and history.
+
+mod common;
+
+use common::{Seen, Server};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[tokio::test]
+async fn send_is_stored_pushed_and_acknowledged() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    let sent = wa.send_text_message(&conv, "c1", "hello").await;
+    assert_eq!(sent["seq"], 1);
+    assert_eq!(sent["conversation_id"], conv.as_str());
+    assert!(sent["message_id"].as_str().unwrap().parse::<u64>().is_ok());
+    assert!(sent["ts"].as_i64().unwrap() > 1_600_000_000_000);
+    let m = wb.expect("message").await;
+    for key in ["conversation_id", "message_id", "seq", "sender_id", "client_msg_id", "ts"] {
+        assert_eq!(m[key], if key == "sender_id" { json!(a.id) } else { sent[key].clone() }, "{key}");
+    }
+    assert_eq!(m["content"], json!({"type": "text", "text": "hello"}));
+    // The sender's own device gets `sent`, not the message.
+    wa.expect_no("message", Duration::from_millis(300)).await;
+    // Seqs follow the order one connection sent in.
+    for i in 2..=20 {
+        wa.send(json!({"type": "send", "client_msg_id": format!("c{i}"), "conversation_id": conv,
+                       "content": {"type": "text", "text": format!("m{i}")}}))
+            .await;
+    }
+    for i in 2..=20u64 {
+        let sent = wa.expect("sent").await;
+        assert_eq!((sent["client_msg_id"].as_str().unwrap(), sent["seq"].as_u64().unwrap()), (format!("c{i}").as_str(), i));
+        let m = wb.expect("message").await;
+        assert_eq!(m["seq"], i);
+        assert_eq!(m["content"]["text"], format!("m{i}"));
+    }
+    wb.ack(&conv, 20).await;
+    // Acked: a reconnect pushes nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wb.close().await;
+    let mut wb = s.connect(&b).await;
+    wb.expect_no("message", Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn retried_client_msg_id_stores_nothing_new() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    let first = wa.send_text_message(&conv, "same", "original").await;
+    // Same id on the same connection, with other content.
+    let again = wa.send_text_message(&conv, "same", "changed").await;
+    assert_eq!(first, again);
+    // Same id from another device of the sender, and over HTTP.
+    let a2 = s.login("alice").await;
+    let mut wa2 = s.connect(&a2).await;
+    let third = wa2.send_text_message(&conv, "same", "third").await;
+    assert_eq!(first["message_id"], third["message_id"]);
+    let (status, http) = s
+        .http()
+        .post(&format!("/v1/conversations/{conv}/messages"), Some(&a.token), json!({"client_msg_id": "same", "content": {"type": "text", "text": "x"}}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!((http["message_id"].clone(), http["seq"].clone()), (first["message_id"].clone(), first["seq"].clone()));
+    assert_eq!(http["content"]["text"], "original");
+    let m = wb.expect("message").await;
+    assert_eq!(m["content"]["text"], "original");
+    wb.expect_no("message", Duration::from_millis(400)).await;
+    assert_eq!(s.history(&b, &conv).await.len(), 1);
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_are_pushed_again() {
+    let s = Server::start(&["--ack-timeout-ms", "300"]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    wa.send_text_message(&conv, "c1", "one").await;
+    wa.send_text_message(&conv, "c2", "two").await;
+    let m1 = wb.expect("message").await;
+    let m2 = wb.expect("message").await;
+    wb.ack(&conv, 1).await;
+    // No ack for seq 2: it comes again, same message_id, and keeps coming until acked.
+    let r1 = wb.expect("message").await;
+    assert_eq!((r1["seq"].clone(), r1["message_id"].clone()), (m2["seq"].clone(), m2["message_id"].clone()));
+    let r2 = wb.expect("message").await;
+    assert_eq!(r2["message_id"], m2["message_id"]);
+    assert_ne!(m1["message_id"], m2["message_id"]);
+    wb.ack(&conv, 2).await;
+    // Drain what was already in flight, then silence.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Some(Seen::Frame(_)) = wb.next_within(Duration::from_millis(50)).await {}
+    wb.expect_no("message", Duration::from_millis(900)).await;
+}
+
+#[tokio::test]
+async fn backlog_follows_cursors_across_reconnects_and_devices() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let b2 = s.login("bob").await;
+    let mut wa = s.connect(&a).await;
+    for i in 1..=5 {
+        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
+    }
+    // Device 1 receives all five in order, acks three.
+    let mut wb = s.connect(&b).await;
+    for i in 1..=5u64 {
+        assert_eq!(wb.expect("message").await["seq"], i);
+    }
+    wb.ack(&conv, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wb.close().await;
+    // Reconnecting pushes only what lies above the cursor.
+    let mut wb = s.connect(&b).await;
+    assert_eq!(wb.expect("message").await["seq"], 4);
+    assert_eq!(wb.expect("message").await["seq"], 5);
+    wb.ack(&conv, 5).await;
+    // Device 2 has its own cursor: it gets all five.
+    let mut wb2 = s.connect(&b2).await;
+    for i in 1..=5u64 {
+        assert_eq!(wb2.expect("message").await["seq"], i);
+    }
+    // A device created now starts at the current last_seq.
+    let b3 = s.login("bob").await;
+    let mut wb3 = s.connect(&b3).await;
+    wb3.expect_no("message", Duration::from_millis(400)).await;
+    wa.send_text_message(&conv, "c6", "m6").await;
+    assert_eq!(wb3.expect("message").await["seq"], 6);
+    assert_eq!(wb.expect("message").await["seq"], 6);
+}
+
+#[tokio::test]
+async fn second_connection_of_a_device_replaces_the_first_with_4002() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut first = s.connect(&b).await;
+    let mut second = s.connect(&b).await;
+    assert_eq!(first.expect_close().await, Some(4002));
+    let mut wa = s.connect(&a).await;
+    wa.send_text_message(&conv, "c1", "hi").await;
+    assert_eq!(second.expect("message").await["seq"], 1);
+}
+
+#[tokio::test]
+async fn http_send_reaches_every_device_including_the_senders() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    let (status, m) = s
+        .http()
+        .post(&format!("/v1/conversations/{conv}/messages"), Some(&a.token), json!({"client_msg_id": "h1", "content": {"type": "text", "text": "via http"}}))
+        .await;
+    assert_eq!(status, 201, "{m}");
+    assert_eq!(m["seq"], 1);
+    assert_eq!(wa.expect("message").await["message_id"], m["message_id"]);
+    assert_eq!(wb.expect("message").await["message_id"], m["message_id"]);
+}
+
+#[tokio::test]
+async fn slow_device_gets_at_most_the_window_in_flight() {
+    let s = Server::start(&["--delivery-window", "64"]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    for i in 1..=150 {
+        wa.send(json!({"type": "send", "client_msg_id": format!("c{i}"), "conversation_id": conv, "content": {"type": "text", "text": "x"}})).await;
+    }
+    for _ in 1..=150 {
+        wa.expect("sent").await;
+    }
+    let mut wb = s.connect(&b).await;
+    let welcome_window = 64;
+    let mut got = Vec::new();
+    while let Some(Seen::Frame(v)) = wb.next_within(Duration::from_millis(500)).await {
+        if v["type"] == "message" {
+            got.push(v["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(got, (1..=welcome_window).collect::<Vec<u64>>());
+    // Each ack opens the window again.
+    wb.ack(&conv, 64).await;
+    for i in 65..=128u64 {
+        assert_eq!(wb.expect("message").await["seq"], i);
+    }
+    wb.ack(&conv, 128).await;
+    for i in 129..=150u64 {
+        assert_eq!(wb.expect("message").await["seq"], i);
+    }
+}
+
+#[tokio::test]
+async fn history_pages_before_and_after() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    for i in 1..=60 {
+        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
+    }
+    let http = s.http();
+    let seqs = |v: &Value| v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    let (st, page) = http.get(&format!("/v1/conversations/{conv}/messages"), Some(&b.token)).await;
+    assert_eq!(st, 200);
+    assert_eq!(seqs(&page), (11..=60).collect::<Vec<_>>());
+    assert_eq!(page["has_more"], true);
+    let (_, page) = http.get(&format!("/v1/conversations/{conv}/messages?before=11&limit=20"), Some(&b.token)).await;
+    assert_eq!(seqs(&page), (1..=10).collect::<Vec<_>>());
+    assert_eq!(page["has_more"], false);
+    let (_, page) = http.get(&format!("/v1/conversations/{conv}/messages?after=55&limit=3"), Some(&b.token)).await;
+    assert_eq!(seqs(&page), vec![56, 57, 58]);
+    assert_eq!(page["has_more"], true);
+    let (_, page) = http.get(&format!("/v1/conversations/{conv}/messages?after=0&limit=1000"), Some(&b.token)).await;
+    assert_eq!(seqs(&page).len(), 60);
+    let (st, body) = http.get(&format!("/v1/conversations/{conv}/messages?limit=abc"), Some(&b.token)).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+    // Not a member, or no such conversation: the same 404.
+    let c = s.user("carol").await;
+    let (st, body) = http.get(&format!("/v1/conversations/{conv}/messages"), Some(&c.token)).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, _) = http.get("/v1/conversations/424242/messages", Some(&c.token)).await;
+    assert_eq!(st, 404);
+    let (st, _) = http.get(&format!("/v1/conversations/{conv}"), Some(&c.token)).await;
+    assert_eq!(st, 404);
+}
