@@ -15,11 +15,7 @@ pub enum ClientFrame {
     /// The first frame of every connection.
     Hello { token: String },
     /// Store a message in a conversation.
-    Send {
-        client_msg_id: String,
-        conversation_id: String,
-        content: Box<RawValue>,
-    },
+    Send { client_msg_id: String, conversation_id: String, content: Box<RawValue> },
     /// Cumulative acknowledgement: the device holds every message up to `seq`.
     Ack { conversation_id: String, seq: u64 },
     /// The user has read up to `seq`.
@@ -59,7 +55,11 @@ impl ClientFrame {
         let tag: TypeTag<'_> = serde_json::from_str(text)?;
         if tag.kind.as_deref() == Some("send") {
             let f: SendFields = serde_json::from_str(text)?;
-            return Ok(ClientFrame::Send { client_msg_id: f.client_msg_id, conversation_id: f.conversation_id, content: f.content });
+            return Ok(ClientFrame::Send {
+                client_msg_id: f.client_msg_id,
+                conversation_id: f.conversation_id,
+                content: f.content,
+            });
         }
         serde_json::from_str(text)
     }
@@ -254,8 +254,10 @@ mod tests {
     fn client_frames_parse() {
         let f = ClientFrame::parse(r#"{"type":"heartbeat","extra":1}"#).unwrap();
         assert!(matches!(f, ClientFrame::Heartbeat));
-        let f = ClientFrame::parse(r#"{"type":"send","client_msg_id":"a","conversation_id":"1","content":{"type":"text","text":"x"}}"#)
-            .unwrap();
+        let f = ClientFrame::parse(
+            r#"{"type":"send","client_msg_id":"a","conversation_id":"1","content":{"type":"text","text":"x"}}"#,
+        )
+        .unwrap();
         let ClientFrame::Send { content, .. } = &f else { panic!("not a send") };
         assert_eq!(content.get(), r#"{"type":"text","text":"x"}"#);
         let back = serde_json::to_string(&f).unwrap();
@@ -275,7 +277,10 @@ mod tests {
         let ServerFrame::Message(m) = ServerFrame::parse(text).unwrap() else { panic!("not a message") };
         assert_eq!(m.seq, 3);
         assert_eq!(ServerFrame::Message(m).to_json(), text);
-        assert!(matches!(ServerFrame::parse(r#"{"type":"heartbeat_ack","server_time":1}"#), Ok(ServerFrame::HeartbeatAck { .. })));
+        assert!(matches!(
+            ServerFrame::parse(r#"{"type":"heartbeat_ack","server_time":1}"#),
+            Ok(ServerFrame::HeartbeatAck { .. })
+        ));
     }
 
     #[test]

@@ -31,9 +31,7 @@ pub const MAX_PRESENCE_QUERY: usize = 1_000;
 /// Whether `name` is an acceptable username.
 pub fn valid_username(name: &str) -> bool {
     USERNAME_CHARS.contains(&name.chars().count())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Whether `password` has an acceptable length.

@@ -38,7 +38,11 @@ use tokio_util::task::TaskTracker;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Builds the shared state on `store`.
-pub fn state(config: Config, store: Arc<dyn Store>, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Arc<AppState> {
+pub fn state(
+    config: Config,
+    store: Arc<dyn Store>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Arc<AppState> {
     Arc::new(AppState {
         ids: ids::Snowflake::new(config.node_id),
         config,
@@ -67,7 +71,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         .ok()?
         .install_recorder()
         .ok()?;
-    metrics::describe_histogram!("message_delivery_latency_ms", "Time from a message being stored to its push to a device, ms");
+    metrics::describe_histogram!(
+        "message_delivery_latency_ms",
+        "Time from a message being stored to its push to a device, ms"
+    );
     metrics::describe_gauge!("websocket_connections", "Open WebSocket connections");
     metrics::describe_counter!("messages_sent_total", "Messages stored (duplicates excluded)");
     metrics::describe_counter!("messages_delivered_total", "Messages acknowledged by devices");
@@ -88,6 +95,10 @@ pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result
     let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
     let app = http::router(Arc::clone(&state));
     let shutdown = state.shutdown.clone();
+    // Frames are small and latency matters: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
     let served = server.await;
     // The listener is closed; connections see the token and close with 1001.

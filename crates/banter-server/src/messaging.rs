@@ -50,7 +50,8 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
         .append(NewMessage {
             conversation_id: req.conversation_id,
             sender_id: req.sender,
-            sender_device: req.device,
+            // Only a WebSocket send excludes its device from delivery.
+            sender_device: if req.exclude_origin { req.device } else { 0 },
             client_msg_id: req.client_msg_id,
             content: String::from(Box::<str>::from(req.content)),
             message_id: state.ids.next(),
@@ -72,7 +73,10 @@ async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<Devic
     if members.len() as u64 <= state.config.fanout_sync_threshold {
         push_message(state, &members, m.conversation_id, (m.seq, m.ts), &frame, origin);
     } else {
-        state.fanout.enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, ts: m.ts, frame, origin }).await;
+        state
+            .fanout
+            .enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, ts: m.ts, frame, origin })
+            .await;
     }
     Ok(())
 }

@@ -97,8 +97,15 @@ impl Presence {
 
     /// Subscribes a device to `users`; returns how many it now follows, or
     /// `None` if that would pass `limit` (nothing is changed then).
-    pub fn subscribe(&self, subscriber: (UserId, DeviceId), users: &[UserId], current: &mut HashSet<UserId>, limit: usize) -> Option<usize> {
-        let new: Vec<UserId> = users.iter().copied().filter(|u| !current.contains(u)).collect::<HashSet<_>>().into_iter().collect();
+    pub fn subscribe(
+        &self,
+        subscriber: (UserId, DeviceId),
+        users: &[UserId],
+        current: &mut HashSet<UserId>,
+        limit: usize,
+    ) -> Option<usize> {
+        let new: Vec<UserId> =
+            users.iter().copied().filter(|u| !current.contains(u)).collect::<HashSet<_>>().into_iter().collect();
         if current.len() + new.len() > limit {
             return None;
         }

@@ -24,9 +24,9 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode as C;
         match e.sqlite_error_code() {
-            Some(C::DiskFull | C::CannotOpen | C::SystemIoFailure | C::DatabaseBusy | C::DatabaseLocked | C::ReadOnly) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            Some(
+                C::DiskFull | C::CannotOpen | C::SystemIoFailure | C::DatabaseBusy | C::DatabaseLocked | C::ReadOnly,
+            ) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Internal(e.to_string()),
         }
     }

@@ -70,7 +70,12 @@ pub trait Store: Send + Sync + 'static {
     /// Returns only after the message is durable.
     async fn append(&self, message: NewMessage) -> Result<Appended>;
     /// Messages of a conversation in a seq range, ascending.
-    async fn messages(&self, conversation: ConversationId, range: SeqRange, limit: usize) -> Result<Vec<Arc<StoredMessage>>>;
+    async fn messages(
+        &self,
+        conversation: ConversationId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Result<Vec<Arc<StoredMessage>>>;
 
     /// The cursor of a device in each conversation of its user.
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>>;
@@ -79,7 +84,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records cumulative acks of one device, `(conversation, seq)` each, in
     /// one write; returns the conversations where the user's delivered seq
     /// rose, with its new value. Conversations the user is not in are skipped.
-    async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<(ConversationId, u64)>) -> Result<Vec<(ConversationId, u64)>>;
+    async fn ack(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        acks: Vec<(ConversationId, u64)>,
+    ) -> Result<Vec<(ConversationId, u64)>>;
     /// Records that the user read up to `seq`; returns the new read seq if it rose.
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>>;
 }

@@ -52,6 +52,8 @@ pub struct Conversation {
 pub struct NewMessage {
     pub conversation_id: ConversationId,
     pub sender_id: UserId,
+    /// The device that sent it over WebSocket, which is not pushed its own
+    /// message; 0 when it came over HTTP and goes to every device.
     pub sender_device: DeviceId,
     pub client_msg_id: String,
     /// The `content` object as JSON text, already validated.

@@ -16,11 +16,13 @@ async fn register_validates_and_rejects_duplicates() {
     }
     let (status, body) = http.post_raw("/v1/users", None, "{not json").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
-    let (status, body) = http.post("/v1/users", None, json!({"username": "alice.b-c_9", "password": "password123"})).await;
+    let (status, body) =
+        http.post("/v1/users", None, json!({"username": "alice.b-c_9", "password": "password123"})).await;
     assert_eq!(status, 201);
     assert_eq!(body["username"], "alice.b-c_9");
     assert!(body["user_id"].is_string());
-    let (status, body) = http.post("/v1/users", None, json!({"username": "alice.b-c_9", "password": "other-password"})).await;
+    let (status, body) =
+        http.post("/v1/users", None, json!({"username": "alice.b-c_9", "password": "other-password"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("username_taken")));
 }
 
@@ -29,9 +31,11 @@ async fn login_and_user_lookup() {
     let s = Server::start(&[]).await;
     let http = s.http();
     let alice = s.user("alice").await;
-    let (status, body) = http.post("/v1/sessions", None, json!({"username": "alice", "password": "wrong-password"})).await;
+    let (status, body) =
+        http.post("/v1/sessions", None, json!({"username": "alice", "password": "wrong-password"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credentials")));
-    let (status, body) = http.post("/v1/sessions", None, json!({"username": "nobody", "password": "password123"})).await;
+    let (status, body) =
+        http.post("/v1/sessions", None, json!({"username": "nobody", "password": "password123"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credentials")));
 
     let (status, body) = http.get(&format!("/v1/users/{}", alice.id), Some(&alice.token)).await;

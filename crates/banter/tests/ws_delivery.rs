@@ -34,7 +34,10 @@ async fn send_is_stored_pushed_and_acknowledged() {
     }
     for i in 2..=20u64 {
         let sent = wa.expect("sent").await;
-        assert_eq!((sent["client_msg_id"].as_str().unwrap(), sent["seq"].as_u64().unwrap()), (format!("c{i}").as_str(), i));
+        assert_eq!(
+            (sent["client_msg_id"].as_str().unwrap(), sent["seq"].as_u64().unwrap()),
+            (format!("c{i}").as_str(), i)
+        );
         let m = wb.expect("message").await;
         assert_eq!(m["seq"], i);
         assert_eq!(m["content"]["text"], format!("m{i}"));
@@ -65,7 +68,11 @@ async fn retried_client_msg_id_stores_nothing_new() {
     assert_eq!(first["message_id"], third["message_id"]);
     let (status, http) = s
         .http()
-        .post(&format!("/v1/conversations/{conv}/messages"), Some(&a.token), json!({"client_msg_id": "same", "content": {"type": "text", "text": "x"}}))
+        .post(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&a.token),
+            json!({"client_msg_id": "same", "content": {"type": "text", "text": "x"}}),
+        )
         .await;
     assert_eq!(status, 201);
     assert_eq!((http["message_id"].clone(), http["seq"].clone()), (first["message_id"].clone(), first["seq"].clone()));
@@ -160,7 +167,11 @@ async fn http_send_reaches_every_device_including_the_senders() {
     let mut wb = s.connect(&b).await;
     let (status, m) = s
         .http()
-        .post(&format!("/v1/conversations/{conv}/messages"), Some(&a.token), json!({"client_msg_id": "h1", "content": {"type": "text", "text": "via http"}}))
+        .post(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&a.token),
+            json!({"client_msg_id": "h1", "content": {"type": "text", "text": "via http"}}),
+        )
         .await;
     assert_eq!(status, 201, "{m}");
     assert_eq!(m["seq"], 1);
@@ -210,7 +221,8 @@ async fn history_pages_before_and_after() {
         wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
     }
     let http = s.http();
-    let seqs = |v: &Value| v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    let seqs =
+        |v: &Value| v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>();
     let (st, page) = http.get(&format!("/v1/conversations/{conv}/messages"), Some(&b.token)).await;
     assert_eq!(st, 200);
     assert_eq!(seqs(&page), (11..=60).collect::<Vec<_>>());

@@ -10,7 +10,9 @@ use crate::views::{self, parse_id};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use banter_proto::frame::MessageView;
-use banter_proto::http::{AddMembers, ConversationKind, ConversationList, ConversationView, CreateConversation, MessagePage, PostMessage};
+use banter_proto::http::{
+    AddMembers, ConversationKind, ConversationList, ConversationView, CreateConversation, MessagePage, PostMessage,
+};
 use banter_proto::{limits, ErrorCode, ServerFrame};
 use banter_store::{Conversation, ConversationId, SeqRange, UserId};
 use serde::Deserialize;
@@ -85,7 +87,11 @@ pub async fn list(State(state): State<Arc<AppState>>, auth: Auth) -> ApiResult<A
 }
 
 /// # `GET /v1/conversations/{id}`
-pub async fn get(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> ApiResult<AppJson<ConversationView>> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<AppJson<ConversationView>> {
     let conv = state.store.conversation(conversation_id(&id)?, auth.user_id).await?.ok_or_else(ApiError::not_found)?;
     Ok(AppJson(views::conversation(&conv)))
 }
@@ -127,7 +133,8 @@ pub struct HistoryQuery {
 }
 
 fn number(name: &str, v: Option<String>) -> ApiResult<Option<u64>> {
-    v.map(|s| s.parse::<u64>().map_err(|_| ApiError::invalid(format!("{name} must be a non-negative integer")))).transpose()
+    v.map(|s| s.parse::<u64>().map_err(|_| ApiError::invalid(format!("{name} must be a non-negative integer"))))
+        .transpose()
 }
 
 /// # `GET /v1/conversations/{id}/messages?before=SEQ|after=SEQ&limit=N`

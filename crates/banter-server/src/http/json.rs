@@ -21,7 +21,9 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(AppJson(v)),
-            Err(JsonRejection::BytesRejection(_)) => Err(ApiError::new(banter_proto::ErrorCode::TooLarge, "request body too large")),
+            Err(JsonRejection::BytesRejection(_)) => {
+                Err(ApiError::new(banter_proto::ErrorCode::TooLarge, "request body too large"))
+            }
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }

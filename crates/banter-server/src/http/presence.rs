@@ -17,7 +17,11 @@ pub struct Q {
 }
 
 /// # `GET /v1/presence?user_ids=a,b`
-pub async fn get(State(state): State<Arc<AppState>>, _auth: Auth, Query(q): Query<Q>) -> ApiResult<AppJson<PresenceList>> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    _auth: Auth,
+    Query(q): Query<Q>,
+) -> ApiResult<AppJson<PresenceList>> {
     let raw = q.user_ids.unwrap_or_default();
     let ids: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if ids.len() > MAX_PRESENCE_QUERY {

@@ -13,7 +13,10 @@ use std::sync::Arc;
 /// # `POST /v1/sessions`
 ///
 /// Logs in, creating a device with its own token and cursors.
-pub async fn create(State(state): State<Arc<AppState>>, AppJson(body): AppJson<CreateSession>) -> ApiResult<(StatusCode, AppJson<SessionView>)> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    AppJson(body): AppJson<CreateSession>,
+) -> ApiResult<(StatusCode, AppJson<SessionView>)> {
     let bad = || ApiError::new(ErrorCode::InvalidCredentials, "unknown username or wrong password");
     let name = body.device_name.unwrap_or_else(|| "device".to_owned());
     if name.len() > limits::MAX_DEVICE_NAME_BYTES {
@@ -28,7 +31,10 @@ pub async fn create(State(state): State<Arc<AppState>>, AppJson(body): AppJson<C
     }
     let token = new_token();
     let device = state.store.create_device(user.id, &name, token_hash(&token)).await?;
-    Ok((StatusCode::CREATED, AppJson(SessionView { token, user_id: user.id.to_string(), device_id: device.to_string() })))
+    Ok((
+        StatusCode::CREATED,
+        AppJson(SessionView { token, user_id: user.id.to_string(), device_id: device.to_string() }),
+    ))
 }
 
 /// # `DELETE /v1/sessions/current`

@@ -15,7 +15,10 @@ use std::sync::Arc;
 /// # `POST /v1/users`
 ///
 /// Registers a user.
-pub async fn create(State(state): State<Arc<AppState>>, AppJson(body): AppJson<CreateUser>) -> ApiResult<(StatusCode, AppJson<UserView>)> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    AppJson(body): AppJson<CreateUser>,
+) -> ApiResult<(StatusCode, AppJson<UserView>)> {
     if !limits::valid_username(&body.username) {
         return Err(ApiError::invalid("username must be 3-32 characters of a-z 0-9 _ . -"));
     }
@@ -31,7 +34,11 @@ pub async fn create(State(state): State<Arc<AppState>>, AppJson(body): AppJson<C
 }
 
 /// # `GET /v1/users/{user_id}`
-pub async fn get(State(state): State<Arc<AppState>>, _auth: Auth, Path(id): Path<String>) -> ApiResult<AppJson<UserView>> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<AppJson<UserView>> {
     let id = views::parse_id(&id).ok_or_else(ApiError::not_found)?;
     let user = state.store.user(id).await?.ok_or_else(ApiError::not_found)?;
     Ok(AppJson(views::user(&user)))
@@ -43,7 +50,11 @@ pub struct ByName {
 }
 
 /// # `GET /v1/users?username=NAME`
-pub async fn by_name(State(state): State<Arc<AppState>>, _auth: Auth, Query(q): Query<ByName>) -> ApiResult<AppJson<UserView>> {
+pub async fn by_name(
+    State(state): State<Arc<AppState>>,
+    _auth: Auth,
+    Query(q): Query<ByName>,
+) -> ApiResult<AppJson<UserView>> {
     let name = q.username.ok_or_else(|| ApiError::invalid("the username query parameter is required"))?;
     let user = state.store.user_by_name(&name).await?.ok_or_else(ApiError::not_found)?;
     Ok(AppJson(views::user(&user)))

@@ -67,10 +67,23 @@ fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<St
     frame(&ServerFrame::Error { code, message: message.into(), reference })
 }
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+/// How long the closing handshake may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends a close frame, then reads until the client answers it, so that the
+/// socket is not torn down with unread data (which would reset the
+/// connection and lose the close frame on the way to the client).
+async fn close_with(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &'static str) {
     let msg = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = sink.send(msg).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if sink.send(msg).await.is_err() {
+            return;
+        }
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
         let _ = sink.close().await;
     })
     .await;
@@ -104,8 +117,14 @@ async fn hello(state: &Arc<AppState>, sink: &mut Sink, stream: &mut Stream) -> O
         None => None,
     };
     if auth.is_none() {
-        let _ = sink.send(error_frame(ErrorCode::Unauthorized, "the first frame must be a hello with a valid token", Some("hello".into()))).await;
-        close_with(sink, close::UNAUTHORIZED, "unauthorized").await;
+        let _ = sink
+            .send(error_frame(
+                ErrorCode::Unauthorized,
+                "the first frame must be a hello with a valid token",
+                Some("hello".into()),
+            ))
+            .await;
+        close_with(sink, stream, close::UNAUTHORIZED, "unauthorized").await;
     }
     auth
 }
@@ -198,7 +217,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     state.hub.unregister(user, c.conn_id);
     Presence::disconnected(state, user);
     if let Some((code, reason)) = c.close {
-        close_with(&mut c.sink, code, reason).await;
+        close_with(&mut c.sink, &mut stream, code, reason).await;
     }
 }
 
@@ -326,7 +345,7 @@ impl Connection {
             let page = store.messages(conversation, SeqRange::After(after), limit).await?;
             let now = Instant::now();
             for m in &page {
-                if self.delivery.record_fetched(conversation, m.seq, now) {
+                if self.delivery.record_fetched(conversation, m.seq, m.sender_device == self.auth.device_id, now) {
                     record_latency(m.ts);
                     self.out.push(Message::Text(views::message_frame(m).into()));
                 }
@@ -389,7 +408,9 @@ impl Connection {
         }
         let user = self.auth.user_id;
         let frame: Utf8Bytes =
-            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }.to_json().into();
+            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
+                .to_json()
+                .into();
         let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
         self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
     }
@@ -399,7 +420,9 @@ impl Connection {
         self.last_activity = now;
         let text = match msg {
             Message::Text(t) => t,
-            Message::Binary(_) => return self.bad_frame(ErrorCode::InvalidFrame, "binary frames are not supported", None),
+            Message::Binary(_) => {
+                return self.bad_frame(ErrorCode::InvalidFrame, "binary frames are not supported", None)
+            }
             Message::Close(_) => {
                 self.close = Some((close::NORMAL, "bye"));
                 return;
@@ -482,7 +505,8 @@ impl Connection {
             }
             ClientFrame::Read { conversation_id, seq } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
-                let rose = self.state.store.read(conversation, self.auth.user_id, seq).await.map_err(|e| fail(e.into()))?;
+                let rose =
+                    self.state.store.read(conversation, self.auth.user_id, seq).await.map_err(|e| fail(e.into()))?;
                 if let Some(s) = rose {
                     self.receipt(conversation, ReceiptKind::Read, s).await;
                 }
@@ -490,8 +514,12 @@ impl Connection {
             }
             ClientFrame::Typing { conversation_id } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
-                let members =
-                    self.state.members.get(self.state.store.as_ref(), conversation).await.map_err(|e| fail(e.into()))?;
+                let members = self
+                    .state
+                    .members
+                    .get(self.state.store.as_ref(), conversation)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 let me = self.auth.user_id;
                 if !members.contains(&me) {
                     return Err(fail(ApiError::not_found()));
@@ -507,8 +535,16 @@ impl Connection {
             ClientFrame::PresenceSubscribe { user_ids } => {
                 let ids = parse_users(&user_ids).map_err(fail)?;
                 let me = (self.auth.user_id, self.auth.device_id);
-                if self.state.presence.subscribe(me, &ids, &mut self.subscriptions, limits::MAX_PRESENCE_SUBSCRIPTIONS).is_none() {
-                    return Err(fail(ApiError::new(ErrorCode::TooLarge, "at most 1000 presence subscriptions per connection")));
+                if self
+                    .state
+                    .presence
+                    .subscribe(me, &ids, &mut self.subscriptions, limits::MAX_PRESENCE_SUBSCRIPTIONS)
+                    .is_none()
+                {
+                    return Err(fail(ApiError::new(
+                        ErrorCode::TooLarge,
+                        "at most 1000 presence subscriptions per connection",
+                    )));
                 }
                 for id in ids {
                     self.out.push(frame(&ServerFrame::Presence(self.state.presence.view(id))));
@@ -531,7 +567,9 @@ fn parse_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
     if ids.len() > limits::MAX_PRESENCE_SUBSCRIPTIONS {
         return Err(ApiError::new(ErrorCode::TooLarge, "at most 1000 user ids"));
     }
-    ids.iter().map(|s| parse_id(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidFrame, format!("bad user id {s:?}")))).collect()
+    ids.iter()
+        .map(|s| parse_id(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidFrame, format!("bad user id {s:?}"))))
+        .collect()
 }
 
 /// Records stored → pushed latency of a message stored at `ts`.

@@ -128,14 +128,7 @@ impl Delivery {
         }
         if seq == c.pushed + 1 && !c.queued {
             if own {
-                c.pushed = seq;
-                if c.acked + 1 == seq {
-                    // Nothing before it is outstanding: the sender holds it.
-                    c.acked = seq;
-                } else {
-                    self.unacked += 1;
-                    self.inflight.push_back(Inflight { conversation, seq, at: now });
-                }
+                self.record_own(conversation, seq, now);
                 return Live::Skip;
             }
             if self.unacked < self.window {
@@ -192,13 +185,34 @@ impl Delivery {
         None
     }
 
-    /// Records that `seq` of `conversation`, fetched from the store, was sent.
-    /// Returns `false` if it is not next in line (the caller skips it).
-    pub fn record_fetched(&mut self, conversation: ConversationId, seq: u64, now: Instant) -> bool {
+    /// The device's own message `seq` is next in line: it holds it already,
+    /// so it is passed over without a frame.
+    fn record_own(&mut self, conversation: ConversationId, seq: u64, now: Instant) {
+        let Some(c) = self.convs.get_mut(&conversation) else { return };
+        c.pushed = seq;
+        if c.acked + 1 == seq {
+            // Nothing before it is outstanding: the position moves on.
+            c.acked = seq;
+        } else {
+            // Covered by the next cumulative ack; until then it holds a window slot.
+            self.unacked += 1;
+            self.inflight.push_back(Inflight { conversation, seq, at: now });
+        }
+    }
+
+    /// Records that `seq` of `conversation`, fetched from the store, is next
+    /// in line. Returns `true` if its frame must be sent, `false` if it is not
+    /// next in line or is the device's own (`own`), which is passed over.
+    pub fn record_fetched(&mut self, conversation: ConversationId, seq: u64, own: bool, now: Instant) -> bool {
         let Some(c) = self.convs.get_mut(&conversation) else { return false };
         if seq != c.pushed + 1 {
             return false;
         }
+        if own {
+            self.record_own(conversation, seq, now);
+            return false;
+        }
+        let c = self.convs.get_mut(&conversation).expect("present");
         c.pushed = seq;
         c.known_last = c.known_last.max(seq);
         self.unacked += 1;
@@ -273,9 +287,9 @@ impl Delivery {
         if self.inflight.len() > 4 * self.window.max(16) {
             let convs = &self.convs;
             self.inflight.retain(|f| {
-                convs.get(&f.conversation).is_some_and(|c| {
-                    f.seq > c.acked && f.seq <= c.pushed && c.rewound_at.is_none_or(|r| f.at >= r)
-                })
+                convs
+                    .get(&f.conversation)
+                    .is_some_and(|c| f.seq > c.acked && f.seq <= c.pushed && c.rewound_at.is_none_or(|r| f.at >= r))
             });
         }
     }
@@ -315,7 +329,7 @@ mod tests {
         assert_eq!(d.next_fetch(), None);
         d.on_ack(1, 1);
         assert_eq!(d.next_fetch(), Some((1, 2, 1)));
-        assert!(d.record_fetched(1, 3, now));
+        assert!(d.record_fetched(1, 3, false, now));
         d.fetched(1, false);
         assert_eq!(d.next_fetch(), None);
         assert_eq!(d.unacked(), 2);
@@ -328,7 +342,7 @@ mod tests {
         d.track(cursor(7, 10, 1_000));
         assert_eq!(d.next_fetch(), Some((7, 10, 64)));
         for s in 11..=74 {
-            assert!(d.record_fetched(7, s, now));
+            assert!(d.record_fetched(7, s, false, now));
         }
         d.fetched(7, false);
         assert_eq!(d.next_fetch(), None);
@@ -351,8 +365,8 @@ mod tests {
         assert_eq!(d.on_timer(t1), 1);
         assert_eq!(d.unacked(), 0);
         assert_eq!(d.next_fetch(), Some((1, 1, 8)));
-        assert!(d.record_fetched(1, 2, t1));
-        assert!(d.record_fetched(1, 3, t1));
+        assert!(d.record_fetched(1, 2, false, t1));
+        assert!(d.record_fetched(1, 3, false, t1));
         d.fetched(1, true);
         // The old entries are stale now; only the resent ones count.
         assert_eq!(d.on_timer(t1 + Duration::from_millis(999)), 0);

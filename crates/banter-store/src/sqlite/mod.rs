@@ -37,7 +37,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `banter.db` in `dir` and migrates it.
     pub fn open(dir: &Path, sync: Synchronous) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("data dir {}: {e}", dir.display())))?;
         let path = dir.join("banter.db");
         let mut conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -65,10 +66,7 @@ impl SqliteStore {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn kind_of(code: i64) -> Kind {
@@ -222,8 +220,10 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         self.writer
             .write(move |c| {
-                c.prepare_cached("INSERT INTO devices (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![user_id, name, &token_hash[..], now_ms()])?;
+                c.prepare_cached(
+                    "INSERT INTO devices (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![user_id, name, &token_hash[..], now_ms()])?;
                 let device = c.last_insert_rowid();
                 c.prepare_cached(
                     "INSERT INTO cursors (conversation_id, device_id, acked_seq) \
@@ -295,8 +295,10 @@ impl Store for SqliteStore {
             .write(move |c| {
                 users_exist(c, &users)?;
                 let now = now_ms();
-                c.prepare_cached("INSERT INTO conversations (kind, title, created_at, last_activity) VALUES (1, ?1, ?2, ?2)")?
-                    .execute(params![title, now])?;
+                c.prepare_cached(
+                    "INSERT INTO conversations (kind, title, created_at, last_activity) VALUES (1, ?1, ?2, ?2)",
+                )?
+                .execute(params![title, now])?;
                 let id = c.last_insert_rowid();
                 join(c, id, &users)?;
                 conversation_for(c, id, creator)?.ok_or(StoreError::NotFound)
@@ -424,7 +426,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn messages(&self, conversation: ConversationId, range: SeqRange, limit: usize) -> Result<Vec<Arc<StoredMessage>>> {
+    async fn messages(
+        &self,
+        conversation: ConversationId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Result<Vec<Arc<StoredMessage>>> {
         let limit = limit as i64;
         self.readers
             .read(move |c| {
@@ -484,7 +491,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<(ConversationId, u64)>) -> Result<Vec<(ConversationId, u64)>> {
+    async fn ack(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        acks: Vec<(ConversationId, u64)>,
+    ) -> Result<Vec<(ConversationId, u64)>> {
         self.writer
             .write(move |c| {
                 let mut rose = Vec::new();

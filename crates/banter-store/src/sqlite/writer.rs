@@ -57,13 +57,8 @@ impl Writer {
                 let _ = reply.send(result);
             })
         });
-        self.tx
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("store is shut down".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+        self.tx.send(job).await.map_err(|_| StoreError::Unavailable("store is shut down".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 }
 

@@ -178,7 +178,13 @@ pub struct Http {
 }
 
 impl Http {
-    async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -189,7 +195,8 @@ impl Http {
         let resp = req.send().await.expect("http request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
     }
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -228,7 +235,9 @@ pub enum Seen {
 
 impl Ws {
     pub async fn open(addr: SocketAddr) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await.expect("ws connect");
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/v1/ws"), None, true)
+            .await
+            .expect("ws connect");
         Ws { stream }
     }
 
@@ -237,7 +246,12 @@ impl Ws {
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.stream.send(Message::text(t)).await.expect("ws send");
+        self.try_send_text(t).await.expect("ws send");
+    }
+
+    /// Sends a text frame; an error when the connection is gone.
+    pub async fn try_send_text(&mut self, t: &str) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.stream.send(Message::text(t)).await
     }
 
     /// The next frame or close, within `wait`; `None` on timeout.
