@@ -1,6 +1,7 @@
 //! The `banter` binary: the server (`banter serve`), the command-line client
 //! and the load simulator, one subcommand each.
 
+mod bench;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Measure a server: throughput, latency, and that nothing was lost.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -1,0 +1,318 @@
+//! The `direct` scenario: P pairs, each a sender and a receiver in their own
+//! direct conversation.
+//!
+//! Each text carries the microsecond (on the bench's monotonic clock) at
+//! which it was sent, or scheduled to be sent in open loop, so the receiver
+//! measures delivery latency without trusting any other clock and without
+//! coordinated omission. Receivers check every seq: a skipped seq counts as
+//! reordered, a repeated one as a duplicate; after sending stops each
+//! receiver waits until it holds everything its sender got `sent` for.
+
+use super::report::{histogram, Percentiles, Report};
+use super::{server, setup, BenchArgs};
+use banter_proto::ServerFrame;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Messages a receiver takes before it acknowledges, when more keep coming.
+const ACK_EVERY: u64 = 64;
+
+/// What a sender and its receiver share.
+#[derive(Default)]
+struct Pair {
+    /// Set when the sender has its last `sent`.
+    done: AtomicBool,
+    /// Sends answered with `sent`.
+    confirmed: AtomicU64,
+}
+
+struct SenderStats {
+    confirmed: u64,
+    errors: u64,
+    in_window: u64,
+    send_to_sent: Histogram<u64>,
+}
+
+struct ReceiverStats {
+    received: u64,
+    in_window: u64,
+    duplicates: u64,
+    reordered: u64,
+    latency: Histogram<u64>,
+}
+
+/// Opens a WebSocket and completes the hello.
+pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    ws.send(Message::text(json!({"type": "hello", "token": token}).to_string())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => return Ok(ws),
+            Some(Ok(_)) => continue,
+            other => anyhow::bail!("no welcome: {other:?}"),
+        }
+    }
+}
+
+pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<Report> {
+    let http = reqwest::Client::new();
+    let prefix = setup::run_prefix();
+    eprintln!("setting up {} users and {} conversations", args.pairs * 2, args.pairs);
+    let users = setup::accounts(&http, base, &prefix, args.pairs * 2).await?;
+    let mut conversations = Vec::with_capacity(args.pairs);
+    for p in 0..args.pairs {
+        conversations.push(setup::direct(&http, base, &users[2 * p], &users[2 * p + 1]).await?);
+    }
+    let ws_url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
+    let epoch = Instant::now();
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    let pairs: Vec<Arc<Pair>> = (0..args.pairs).map(|_| Arc::default()).collect();
+    for p in 0..args.pairs {
+        receivers.push(connect(&ws_url, &users[2 * p + 1].token).await?);
+        senders.push(connect(&ws_url, &users[2 * p].token).await?);
+    }
+    eprintln!("{} connections open; sending for {} s", args.pairs * 2, args.duration);
+    let cpu_before = server_pid.and_then(server::cpu_seconds);
+    let start = Instant::now();
+    let stop_at = start + Duration::from_secs(args.duration);
+    let drain_until = stop_at + Duration::from_secs(args.drain);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let interval = args.rate.map(|r| Duration::from_secs_f64(args.pairs as f64 / r.max(1) as f64));
+    let mut recv_tasks = Vec::new();
+    let mut send_tasks = Vec::new();
+    for (p, ws) in receivers.into_iter().enumerate() {
+        let (pair, conv, delivered) = (Arc::clone(&pairs[p]), conversations[p].clone(), Arc::clone(&delivered));
+        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, stop_at, drain_until, delivered)));
+    }
+    for (p, ws) in senders.into_iter().enumerate() {
+        let (pair, conv) = (Arc::clone(&pairs[p]), conversations[p].clone());
+        // Spread open-loop schedules over one interval so pairs do not send in lockstep.
+        let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
+        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, start + offset, stop_at, interval, args.inflight)));
+    }
+    let progress = tokio::spawn({
+        let delivered = Arc::clone(&delivered);
+        async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = delivered.load(Ordering::Relaxed);
+                eprintln!("  {:>4.0} s  {:>9} delivered/s", start.elapsed().as_secs_f64(), now - last);
+                last = now;
+            }
+        }
+    });
+    let mut send_to_sent = histogram();
+    let (mut confirmed, mut errors, mut acked_in_window) = (0, 0, 0);
+    for t in send_tasks {
+        let s = t.await??;
+        confirmed += s.confirmed;
+        errors += s.errors;
+        acked_in_window += s.in_window;
+        send_to_sent.add(&s.send_to_sent)?;
+    }
+    let mut latency = histogram();
+    let (mut received, mut in_window, mut duplicates, mut reordered) = (0, 0, 0, 0);
+    for t in recv_tasks {
+        let r = t.await??;
+        received += r.received;
+        in_window += r.in_window;
+        duplicates += r.duplicates;
+        reordered += r.reordered;
+        latency.add(&r.latency)?;
+    }
+    progress.abort();
+    let secs = args.duration as f64;
+    Ok(Report {
+        scenario: args.scenario,
+        pairs: args.pairs,
+        duration_s: secs,
+        rate: args.rate,
+        websocket_connections: args.pairs * 2,
+        sent_acknowledged: confirmed,
+        send_errors: errors,
+        delivered: received,
+        lost: confirmed.saturating_sub(received),
+        duplicates,
+        reordered,
+        throughput_rps: in_window as f64 / secs,
+        acked_sends_per_s: acked_in_window as f64 / secs,
+        message_delivery_latency_ms: Percentiles::of(&latency),
+        send_to_sent_ms: Percentiles::of(&send_to_sent),
+        server_rss_bytes: server_pid.and_then(server::rss_bytes),
+        server_cpu_seconds: server_pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
+    })
+}
+
+fn micros(epoch: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(epoch).as_micros() as u64
+}
+
+fn send_frame(conv: &str, n: u64, stamp: u64) -> Message {
+    Message::text(format!(
+        r#"{{"type":"send","client_msg_id":"{n}","conversation_id":"{conv}","content":{{"type":"text","text":"{stamp}"}}}}"#
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    mut ws: Ws,
+    conv: String,
+    pair: Arc<Pair>,
+    epoch: Instant,
+    first_at: Instant,
+    stop_at: Instant,
+    interval: Option<Duration>,
+    inflight: usize,
+) -> anyhow::Result<SenderStats> {
+    let mut stats = SenderStats { confirmed: 0, errors: 0, in_window: 0, send_to_sent: histogram() };
+    let mut pending: VecDeque<Instant> = VecDeque::new();
+    let mut n: u64 = 0;
+    let mut next_at = first_at;
+    loop {
+        let now = Instant::now();
+        let sending = now < stop_at;
+        match interval {
+            // Open loop: send every message whose time has come, stamped with its scheduled time.
+            Some(every) if sending => {
+                while next_at <= now && next_at < stop_at {
+                    n += 1;
+                    ws.feed(send_frame(&conv, n, micros(epoch, next_at))).await?;
+                    pending.push_back(now);
+                    next_at += every;
+                }
+            }
+            // Closed loop: keep `inflight` sends awaiting `sent`.
+            None if sending => {
+                while pending.len() < inflight {
+                    n += 1;
+                    let t = Instant::now();
+                    ws.feed(send_frame(&conv, n, micros(epoch, t))).await?;
+                    pending.push_back(t);
+                }
+            }
+            _ => {}
+        }
+        ws.flush().await?;
+        if !sending && pending.is_empty() {
+            break;
+        }
+        let wake = if sending && interval.is_some() {
+            next_at.min(stop_at)
+        } else {
+            stop_at.max(now) + Duration::from_secs(30)
+        };
+        let frame = tokio::select! {
+            f = ws.next() => f,
+            _ = tokio::time::sleep_until(wake) => {
+                if !sending { break; }
+                continue;
+            }
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        let at = Instant::now();
+        if text.contains(r#""type":"sent""#) {
+            stats.confirmed += 1;
+            if at < stop_at {
+                stats.in_window += 1;
+            }
+            if let Some(t) = pending.pop_front() {
+                stats.send_to_sent.record(micros(t, at).max(1))?;
+            }
+        } else if text.contains(r#""type":"error""#) {
+            stats.errors += 1;
+            pending.pop_front();
+        }
+    }
+    pair.confirmed.store(stats.confirmed, Ordering::Release);
+    pair.done.store(true, Ordering::Release);
+    Ok(stats)
+}
+
+async fn receive(
+    mut ws: Ws,
+    conv: String,
+    pair: Arc<Pair>,
+    epoch: Instant,
+    stop_at: Instant,
+    drain_until: Instant,
+    delivered: Arc<AtomicU64>,
+) -> anyhow::Result<ReceiverStats> {
+    let mut stats = ReceiverStats { received: 0, in_window: 0, duplicates: 0, reordered: 0, latency: histogram() };
+    let mut last_seq = 0u64;
+    let mut acked = 0u64;
+    loop {
+        if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
+            break;
+        }
+        // Acknowledge when the socket has nothing more ready, or every ACK_EVERY messages.
+        let ready = ws.next().now_or_never();
+        let frame = match ready {
+            Some(f) => f,
+            None => {
+                if last_seq > acked {
+                    ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#)))
+                        .await?;
+                    acked = last_seq;
+                }
+                match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+                    Ok(f) => f,
+                    Err(_) if Instant::now() > drain_until => break,
+                    Err(_) => continue,
+                }
+            }
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        let now = Instant::now();
+        let Ok(ServerFrame::Message(m)) = ServerFrame::parse(&text) else { continue };
+        if m.seq <= last_seq {
+            stats.duplicates += 1;
+            continue;
+        }
+        if m.seq != last_seq + 1 {
+            stats.reordered += 1;
+        }
+        last_seq = m.seq;
+        stats.received += 1;
+        delivered.fetch_add(1, Ordering::Relaxed);
+        if now < stop_at {
+            stats.in_window += 1;
+        }
+        let stamp: Option<u64> = serde_json::from_str::<serde_json::Value>(m.content.get())
+            .ok()
+            .and_then(|c| c["text"].as_str().and_then(|t| t.parse().ok()));
+        if let Some(sent_at) = stamp {
+            stats.latency.record(micros(epoch, now).saturating_sub(sent_at).max(1))?;
+        }
+        if last_seq - acked >= ACK_EVERY {
+            ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#))).await?;
+            acked = last_seq;
+        }
+    }
+    if last_seq > acked {
+        let _ =
+            ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#))).await;
+    }
+    let _ = ws.close(None).await;
+    Ok(stats)
+}

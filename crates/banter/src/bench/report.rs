@@ -1,0 +1,104 @@
+//! The figures of a run, printed as a table and written as JSON.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles of a latency histogram recorded in microseconds, in ms.
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// A new latency histogram: 1 µs to 10 min, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Everything a run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: super::Scenario,
+    pub pairs: usize,
+    pub duration_s: f64,
+    /// Target total rate (open loop), or null when sending as fast as acks allow.
+    pub rate: Option<u64>,
+    pub websocket_connections: usize,
+    /// Sends answered with `sent`.
+    pub sent_acknowledged: u64,
+    /// Sends answered with an error.
+    pub send_errors: u64,
+    /// First deliveries at the receiving devices.
+    pub delivered: u64,
+    /// Acknowledged sends never delivered.
+    pub lost: u64,
+    /// Deliveries of a message already held (at-least-once retries), dropped by the receiver.
+    pub duplicates: u64,
+    /// Deliveries that skipped a seq.
+    pub reordered: u64,
+    /// Deliveries per second while sending.
+    pub throughput_rps: f64,
+    /// `sent` acknowledgements per second while sending.
+    pub acked_sends_per_s: f64,
+    /// Send (or scheduled send, open loop) → receipt at the other device.
+    pub message_delivery_latency_ms: Percentiles,
+    /// Send → `sent`.
+    pub send_to_sent_ms: Percentiles,
+    pub server_rss_bytes: Option<u64>,
+    pub server_cpu_seconds: Option<f64>,
+}
+
+impl Report {
+    pub fn print(&self) {
+        let l = &self.message_delivery_latency_ms;
+        let s = &self.send_to_sent_ms;
+        println!(
+            "scenario            {:?}, {} pairs, {:.1} s, rate {}",
+            self.scenario,
+            self.pairs,
+            self.duration_s,
+            self.rate.map_or("as fast as acks allow".to_owned(), |r| format!("{r}/s"))
+        );
+        println!("connections         {}", self.websocket_connections);
+        println!("sent (acknowledged) {}   errors {}", self.sent_acknowledged, self.send_errors);
+        println!(
+            "delivered           {}   lost {}   duplicates {}   reordered {}",
+            self.delivered, self.lost, self.duplicates, self.reordered
+        );
+        println!(
+            "throughput_rps      {:.0} delivered/s   {:.0} acknowledged sends/s",
+            self.throughput_rps, self.acked_sends_per_s
+        );
+        println!(
+            "delivery latency ms p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        println!(
+            "send→sent ms        p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            s.p50, s.p90, s.p99, s.p999, s.max
+        );
+        if let (Some(rss), Some(cpu)) = (self.server_rss_bytes, self.server_cpu_seconds) {
+            println!("server              {:.1} MiB RSS, {:.1} s CPU", rss as f64 / 1048576.0, cpu);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! A server process of this same binary, for `--spawn`.
+
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A spawned `banter serve`.
+pub struct Spawned {
+    child: Child,
+    pub base: String,
+    pub pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    pub async fn start(sync: &str) -> anyhow::Result<Spawned> {
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--sqlite-synchronous", sync])
+            // Password hashing is not what is measured; keep account set-up fast.
+            .args([
+                "--argon2-memory-kib",
+                "64",
+                "--max-connections",
+                "1000000",
+                "--rate-limit-per-sec",
+                "1000000",
+                "--rate-limit-burst",
+                "1000000",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("BANTER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("server exited before listening"))?;
+        let base = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        Ok(Spawned { child, base, pid, _dir: dir })
+    }
+
+    /// SIGTERM and wait.
+    pub async fn stop(mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time (user + system) of a process in seconds, from /proc.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
