@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn survives_huge_attempt_counts_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_millis(10));
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_millis(10));
         assert_eq!(backoff.ceiling(), Duration::from_secs(1), "the maximum is at least the initial delay");
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut rng = rand::rng();

@@ -20,8 +20,9 @@ pub enum ClientError {
         /// The human-readable message from the body.
         message: String,
     },
-    /// The HTTP request could not be made or its answer could not be read.
-    #[error("http: {0}")]
+    /// The HTTP request could not be made or its answer could not be read;
+    /// the cause is the error's source.
+    #[error("HTTP request failed")]
     Http(#[from] reqwest::Error),
     /// The WebSocket could not be opened, or failed while in use.
     #[error("websocket: {0}")]

@@ -3,11 +3,17 @@
 //! A session hands out its [`Event`]s through [`Events`], a bounded queue.
 //! The application must keep reading it: while the queue is full the session
 //! stops reading its socket, which in turn slows the server's pushes down.
+//!
+//! A message is acknowledged to the server only once the application has
+//! taken it from [`Events`]: messages still queued when a session closes are
+//! pushed again to the next session of the device.
 
 use banter_proto::frame::{MessageView, ReceiptKind};
 use banter_proto::http::{ConversationView, PresenceView};
 use banter_proto::ErrorCode;
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
 
 /// One thing that happened in a realtime session.
 #[derive(Debug, Clone)]
@@ -27,7 +33,7 @@ pub enum Event {
         reason: String,
     },
     /// A new message from another device, in seq order per conversation and
-    /// never twice. The session acknowledges it.
+    /// never twice. The session acknowledges it once the application has taken it.
     Message(MessageView),
     /// The server stored one of this session's sends.
     Sent {
@@ -99,21 +105,65 @@ pub enum Event {
 pub struct Events {
     /// The bounded queue the session's task fills.
     rx: mpsc::Receiver<Event>,
+    /// Where the seqs of the messages taken are recorded, for acknowledgement.
+    consumed: Arc<Consumed>,
 }
 
 impl Events {
     /// Wraps the receiving end of the session's event queue.
-    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
-        Events { rx }
+    pub(crate) fn new(rx: mpsc::Receiver<Event>, consumed: Arc<Consumed>) -> Self {
+        Events { rx, consumed }
     }
 
     /// The next event; `None` once the session is over and every event was read.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        self.taken(event)
     }
 
     /// The next event if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        let event = self.rx.try_recv().ok();
+        self.taken(event)
+    }
+
+    /// Records a message as taken by the application.
+    fn taken(&self, event: Option<Event>) -> Option<Event> {
+        if let Some(Event::Message(message)) = &event {
+            self.consumed.record(&message.conversation_id, message.seq);
+        }
+        event
+    }
+}
+
+/// The highest seq per conversation that the application has taken from
+/// [`Events`], shared between the receiver and the session's task.
+#[derive(Debug, Default)]
+pub(crate) struct Consumed {
+    /// Highest seq taken, per conversation.
+    seqs: Mutex<HashMap<String, u64>>,
+    /// Wakes the session's task to acknowledge what was taken.
+    pub(crate) notify: Notify,
+}
+
+impl Consumed {
+    /// Records that the application took message `seq` of a conversation.
+    fn record(&self, conversation_id: &str, seq: u64) {
+        {
+            let mut seqs = self.seqs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match seqs.get_mut(conversation_id) {
+                Some(highest) => *highest = (*highest).max(seq),
+                None => {
+                    seqs.insert(conversation_id.to_owned(), seq);
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// The highest seq of a conversation the application took, if any.
+    pub(crate) fn highest(&self, conversation_id: &str) -> Option<u64> {
+        let seqs = self.seqs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seqs.get(conversation_id).copied()
     }
 }

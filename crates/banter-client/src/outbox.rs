@@ -128,11 +128,13 @@ impl Outbox {
     }
 
     /// How many entries are queued.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// How many written entries wait for their answer.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -168,10 +170,10 @@ mod tests {
     fn frames_are_send_frames() {
         let e = entry("c1", "m1");
         let frame: serde_json::Value = serde_json::from_str(e.frame.as_str()).unwrap();
-        assert_eq!(
-            frame,
-            serde_json::json!({"type":"send","client_msg_id":"m1","conversation_id":"c1","content":{"type":"text","text":"hi"}})
-        );
+        let content = serde_json::json!({"type": "text", "text": "hi"});
+        let expected =
+            serde_json::json!({"type": "send", "client_msg_id": "m1", "conversation_id": "c1", "content": content});
+        assert_eq!(frame, expected);
     }
 
     #[test]

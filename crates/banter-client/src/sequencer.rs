@@ -104,6 +104,9 @@ struct Pending {
 struct ConversationState {
     /// The contiguous seq, as read from the history and moved forward since.
     contiguous: Option<u64>,
+    /// The baseline, when this session set it: the seq below the first
+    /// message held, which the client does not hold itself.
+    baseline: Option<u64>,
     /// Messages held above the contiguous seq, by seq.
     pending: BTreeMap<u64, Pending>,
     /// Whether a fill of this conversation is running.
@@ -126,6 +129,13 @@ impl Sequencer {
     /// The contiguous seq of a conversation, if it has a baseline.
     pub(crate) fn contiguous(&self, conversation_id: &str) -> Option<u64> {
         self.conversations.get(conversation_id).and_then(|c| c.contiguous)
+    }
+
+    /// Whether `seq` may be acknowledged: it must lie above the baseline set
+    /// by this session, since the baseline seq itself is not held.
+    pub(crate) fn ackable(&self, conversation_id: &str, seq: u64) -> bool {
+        let baseline = self.conversations.get(conversation_id).and_then(|c| c.baseline);
+        seq > baseline.unwrap_or(0)
     }
 
     /// Takes in one message and answers what became deliverable.
@@ -165,6 +175,7 @@ impl Sequencer {
             let lowest = *state.pending.keys().next().expect("just inserted");
             let baseline = lowest.saturating_sub(1);
             state.contiguous = Some(baseline);
+            state.baseline = Some(baseline);
             if let Err(e) = history.set_contiguous(&conversation_id, baseline) {
                 out.error = Some(e);
             }
@@ -197,7 +208,12 @@ impl Sequencer {
             return out;
         };
         if lowest > contiguous + 1 && (exhausted || lowest - 1 <= until) {
-            tracing::warn!(conversation_id, from = contiguous + 1, to = lowest - 1, "history has no messages for a gap; skipping it");
+            tracing::warn!(
+                conversation_id,
+                from = contiguous + 1,
+                to = lowest - 1,
+                "history has no messages for a gap; skipping it"
+            );
             state.contiguous = Some(lowest - 1);
             drain(state, history, conversation_id, &mut out);
             out.advanced = true;
@@ -214,7 +230,8 @@ impl Sequencer {
     ) -> Result<&mut ConversationState, ClientError> {
         if !self.conversations.contains_key(conversation_id) {
             let contiguous = history.contiguous(conversation_id)?;
-            self.conversations.insert(conversation_id.to_owned(), ConversationState { contiguous, ..Default::default() });
+            self.conversations
+                .insert(conversation_id.to_owned(), ConversationState { contiguous, ..Default::default() });
         }
         Ok(self.conversations.get_mut(conversation_id).expect("inserted above"))
     }
@@ -300,6 +317,7 @@ mod tests {
         assert_eq!(seqs(&out.deliver), vec![40]);
         assert!(out.fill.is_none(), "older history is not backfilled");
         assert_eq!(history.contiguous("a").unwrap(), Some(40));
+        assert!(seq.ackable("a", 40) && !seq.ackable("a", 39), "the baseline itself is not held");
         let out = seq.accept(&mut history, message("a", 41), Origin::Pushed).unwrap();
         assert_eq!(seqs(&out.deliver), vec![41]);
     }

@@ -2,6 +2,7 @@
 //! and the load simulator, one subcommand each.
 
 mod bench;
+mod cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure a server: throughput, latency, and that nothing was lost.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Client(cmd) => cli::run(cmd).await,
         }
     })
 }

@@ -92,7 +92,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
     let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let state = banter_server::state(config, Arc::new(store), banter_server::install_metrics());
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "banter listening");

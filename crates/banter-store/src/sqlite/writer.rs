@@ -64,11 +64,18 @@ impl Writer {
 
 /// Runs `f` so that its writes vanish if it fails, without touching the rest of the batch.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    run_cached(conn, "SAVEPOINT job")?;
     let outcome = f(conn);
-    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(end)?;
+    if outcome.is_err() {
+        run_cached(conn, "ROLLBACK TO job")?;
+    }
+    run_cached(conn, "RELEASE job")?;
     outcome
+}
+
+/// Runs a statement through the statement cache, so the hot path never re-parses SQL.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
@@ -84,10 +91,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         let started = Instant::now();
         let size = batch.len();
-        let failure = match conn.execute_batch("BEGIN IMMEDIATE") {
+        let failure = match run_cached(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 completions.extend(batch.drain(..).map(|job| job(&conn)));
-                match conn.execute_batch("COMMIT") {
+                match run_cached(&conn, "COMMIT") {
                     Ok(()) => None,
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
