@@ -259,13 +259,8 @@ impl Connection {
                 }
                 incoming = stream.next(), if reading => match incoming {
                     Some(Ok(msg)) => self.on_message(msg).await,
-                    Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            self.close = Some((close::TOO_BIG, "frame too large"));
-                        } else {
-                            return;
-                        }
-                    }
+                    Some(Err(e)) if is_too_big(&e) => self.close = Some((close::TOO_BIG, "frame too large")),
+                    Some(Err(_)) => return,
                     None => return,
                 },
                 _ = &mut timer => self.on_timer(),
