@@ -192,3 +192,24 @@ async fn http_errors_use_the_catalogue() {
     let (st, body) = http.get("/v1/nowhere", Some(&a.token)).await;
     assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")));
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_with_unavailable() {
+    let s = Server::start(&["--max-connections", "1"]).await;
+    let a = s.user("alice").await;
+    let mut first = s.connect(&a).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/ws", s.base()))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    first.send(json!({"type": "heartbeat"})).await;
+    first.expect("heartbeat_ack").await;
+}
