@@ -52,6 +52,7 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
@@ -77,8 +78,20 @@ fn kind_of(code: i64) -> Kind {
     }
 }
 
-const CONVERSATION_COLUMNS: &str =
-    "c.conversation_id, c.kind, c.title, c.created_at, c.last_seq, c.last_activity, c.member_count, m.read_seq";
+/// The last seq of conversation `c`, from the messages index.
+const LAST_SEQ_OF_C: &str = "(SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = c.conversation_id)";
+
+const CONVERSATION_COLUMNS: &str = "c.conversation_id, c.kind, c.title, c.created_at, \
+     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = c.conversation_id), \
+     COALESCE((SELECT ts FROM messages WHERE conversation_id = c.conversation_id ORDER BY seq DESC LIMIT 1), c.created_at), \
+     c.member_count, m.read_seq";
+
+/// The last stored seq of a conversation, from the messages index.
+fn stored_last_seq(conn: &Connection, conversation: ConversationId) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?1")?
+        .query_row([conversation], |r| r.get(0))?)
+}
 
 fn conversation_row(r: &Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
@@ -135,8 +148,7 @@ fn conversation_for(conn: &Connection, conversation: ConversationId, viewer: Use
 /// Makes `users` members of `conversation` from its current `last_seq`, with
 /// one cursor per live device at that seq. Returns the users newly added.
 fn join(conn: &Connection, conversation: ConversationId, users: &[UserId]) -> Result<Vec<UserId>> {
-    let last_seq: i64 =
-        conn.query_row("SELECT last_seq FROM conversations WHERE conversation_id = ?1", [conversation], |r| r.get(0))?;
+    let last_seq = writer::last_seq(conn, conversation)?;
     let mut added = Vec::new();
     {
         let mut add = conn.prepare_cached(
@@ -225,11 +237,11 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![user_id, name, &token_hash[..], now_ms()])?;
                 let device = c.last_insert_rowid();
-                c.prepare_cached(
+                c.prepare_cached(&format!(
                     "INSERT INTO cursors (conversation_id, device_id, acked_seq) \
-                     SELECT m.conversation_id, ?2, c.last_seq FROM members m \
-                     JOIN conversations c ON c.conversation_id = m.conversation_id WHERE m.user_id = ?1",
-                )?
+                     SELECT m.conversation_id, ?2, {LAST_SEQ_OF_C} FROM members m \
+                     JOIN conversations c ON c.conversation_id = m.conversation_id WHERE m.user_id = ?1"
+                ))?
                 .execute(params![user_id, device])?;
                 Ok(device)
             })
@@ -272,7 +284,7 @@ impl Store for SqliteStore {
                     None => {
                         let now = now_ms();
                         c.prepare_cached(
-                            "INSERT INTO conversations (kind, direct_key, created_at, last_activity) VALUES (0, ?1, ?2, ?2)",
+                            "INSERT INTO conversations (kind, direct_key, created_at) VALUES (0, ?1, ?2)",
                         )?
                         .execute(params![key, now])?;
                         let id = c.last_insert_rowid();
@@ -295,10 +307,8 @@ impl Store for SqliteStore {
             .write(move |c| {
                 users_exist(c, &users)?;
                 let now = now_ms();
-                c.prepare_cached(
-                    "INSERT INTO conversations (kind, title, created_at, last_activity) VALUES (1, ?1, ?2, ?2)",
-                )?
-                .execute(params![title, now])?;
+                c.prepare_cached("INSERT INTO conversations (kind, title, created_at) VALUES (1, ?1, ?2)")?
+                    .execute(params![title, now])?;
                 let id = c.last_insert_rowid();
                 join(c, id, &users)?;
                 conversation_for(c, id, creator)?.ok_or(StoreError::NotFound)
@@ -347,7 +357,7 @@ impl Store for SqliteStore {
             .read(move |c| {
                 let sql = format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id \
-                     WHERE m.user_id = ?1 ORDER BY c.last_activity DESC, c.conversation_id DESC"
+                     WHERE m.user_id = ?1 ORDER BY 6 DESC, 1 DESC"
                 );
                 let list = c.prepare_cached(&sql)?.query_map([viewer], conversation_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 list.into_iter().map(|conv| with_members(c, conv)).collect()
@@ -391,12 +401,7 @@ impl Store for SqliteStore {
                 if let Some(original) = existing {
                     return Ok(Appended { message: Arc::new(original), duplicate: true });
                 }
-                let seq: i64 = c
-                    .prepare_cached(
-                        "UPDATE conversations SET last_seq = last_seq + 1, last_activity = ?2 \
-                         WHERE conversation_id = ?1 RETURNING last_seq",
-                    )?
-                    .query_row(params![m.conversation_id, m.ts], |r| r.get(0))?;
+                let seq = writer::last_seq(c, m.conversation_id)? + 1;
                 c.prepare_cached(
                     "INSERT INTO messages (conversation_id, seq, message_id, sender_id, sender_device, client_msg_id, ts, content) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -411,6 +416,7 @@ impl Store for SqliteStore {
                     m.ts,
                     m.content
                 ])?;
+                writer::set_last_seq(m.conversation_id, seq);
                 let stored = StoredMessage {
                     conversation_id: m.conversation_id,
                     seq: seq as u64,
@@ -464,12 +470,12 @@ impl Store for SqliteStore {
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
         self.readers
             .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), c.last_seq, c.member_count FROM members m \
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
                      JOIN conversations c ON c.conversation_id = m.conversation_id \
                      LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?2 \
-                     WHERE m.user_id = ?1",
-                )?;
+                     WHERE m.user_id = ?1"
+                ))?;
                 let rows = stmt.query_map(params![user, device], cursor_row)?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
@@ -479,12 +485,12 @@ impl Store for SqliteStore {
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>> {
         self.readers
             .read(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), c.last_seq, c.member_count FROM members m \
+                Ok(c.prepare_cached(&format!(
+                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
                      JOIN conversations c ON c.conversation_id = m.conversation_id \
                      LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?3 \
-                     WHERE m.conversation_id = ?1 AND m.user_id = ?2",
-                )?
+                     WHERE m.conversation_id = ?1 AND m.user_id = ?2"
+                ))?
                 .query_row(params![conversation, user, device], cursor_row)
                 .optional()?)
             })
@@ -537,13 +543,12 @@ impl Store for SqliteStore {
 /// `seq` capped at the conversation's `last_seq`, or `None` if `user` is not a member.
 fn capped_seq(c: &Connection, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<i64>> {
     let last_seq: Option<i64> = c
-        .prepare_cached(
-            "SELECT c.last_seq FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id \
-             WHERE m.conversation_id = ?1 AND m.user_id = ?2",
-        )?
-        .query_row(params![conversation, user], |r| r.get(0))
+        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .query_row(params![conversation, user], |r| r.get::<_, i64>(0))
         .optional()?;
-    Ok(last_seq.map(|last| (seq.min(i64::MAX as u64) as i64).min(last)))
+    let Some(_) = last_seq else { return Ok(None) };
+    let last = writer::last_seq(c, conversation)?;
+    Ok(Some((seq.min(i64::MAX as u64) as i64).min(last)))
 }
 
 fn cursor_row(r: &Row<'_>) -> rusqlite::Result<Cursor> {

@@ -32,8 +32,6 @@ CREATE TABLE conversations (
     title           TEXT,
     direct_key      TEXT UNIQUE,
     created_at      INTEGER NOT NULL,
-    last_seq        INTEGER NOT NULL DEFAULT 0,
-    last_activity   INTEGER NOT NULL,
     member_count    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE members (

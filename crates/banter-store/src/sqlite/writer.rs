@@ -8,8 +8,10 @@
 //! data is durable. The batch grows with the load by itself: while one commit
 //! is being synced, the next batch gathers in the channel.
 
-use crate::{Result, StoreError};
+use crate::{ConversationId, Result, StoreError};
 use rusqlite::Connection;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +19,38 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) const MAX_BATCH: usize = 4096;
 /// Capacity of the job channel; senders wait when it is full.
 pub(crate) const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Most conversations whose last seq is cached; past it the cache is emptied.
+const MAX_CACHED_SEQS: usize = 1 << 20;
+
+thread_local! {
+    /// The last seq of each recently written conversation, as of the
+    /// transaction in progress. It exists only on the writer thread, so the
+    /// send path needs no `UPDATE` of a per-conversation row: that row would
+    /// scatter every batch over as many pages as there are active conversations.
+    static LAST_SEQ: RefCell<HashMap<ConversationId, i64>> = RefCell::new(HashMap::new());
+}
+
+/// The last seq of a conversation, inside the writer's transaction.
+pub(crate) fn last_seq(conn: &Connection, conversation: ConversationId) -> Result<i64> {
+    if let Some(seq) = LAST_SEQ.with(|m| m.borrow().get(&conversation).copied()) {
+        return Ok(seq);
+    }
+    let seq = super::stored_last_seq(conn, conversation)?;
+    LAST_SEQ.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= MAX_CACHED_SEQS {
+            m.clear();
+        }
+        m.insert(conversation, seq);
+    });
+    Ok(seq)
+}
+
+/// Records a seq just stored in the transaction in progress.
+pub(crate) fn set_last_seq(conversation: ConversationId, seq: i64) {
+    LAST_SEQ.with(|m| m.borrow_mut().insert(conversation, seq));
+}
 
 /// Called once the batch's fate is known: `None` if it committed.
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -98,6 +132,8 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                     Ok(()) => None,
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
+                        // Seqs of the lost batch were never stored.
+                        LAST_SEQ.with(|m| m.borrow_mut().clear());
                         Some(StoreError::from(e))
                     }
                 }

@@ -9,6 +9,7 @@ mod direct;
 mod report;
 mod server;
 mod setup;
+mod store;
 
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ use std::path::PathBuf;
 pub enum Scenario {
     /// P pairs, one sender and one receiver each, in a direct conversation.
     Direct,
+    /// The embedded store alone: appends spread over `--conversations` active conversations.
+    Store,
 }
 
 /// Flags of `banter bench`.
@@ -52,6 +55,12 @@ pub struct BenchArgs {
     /// With --spawn: the server's SQLite durability (`full` or `normal`).
     #[arg(long, default_value = "full")]
     pub sqlite_synchronous: String,
+    /// Store scenario: active conversations.
+    #[arg(long, default_value_t = 10_000)]
+    pub conversations: usize,
+    /// Store scenario: messages to append.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
     /// Seconds to wait for outstanding deliveries after sending stops.
     #[arg(long, default_value_t = 15)]
     pub drain: u64,
@@ -59,6 +68,13 @@ pub struct BenchArgs {
 
 /// Runs the bench; an error (and a non-zero exit) if anything was lost or reordered.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Scenario::Store = args.scenario {
+        let report = store::run(args.conversations, args.messages, &args.sqlite_synchronous).await?;
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
     let base = match (&args.url, &spawned) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
@@ -67,6 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let result = match args.scenario {
         Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
+        Scenario::Store => unreachable!("handled above"),
     };
     result.print();
     if let Some(path) = &args.json {

@@ -1,0 +1,92 @@
+//! The `store` scenario: the embedded store alone, without network, appending
+//! messages spread over N active conversations from many concurrent callers.
+//! It shows what group commit buys and whether the write cost stays flat as
+//! the number of active conversations grows.
+
+use banter_store::sqlite::{SqliteStore, Synchronous};
+use banter_store::{NewMessage, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Concurrent appenders.
+const APPENDERS: usize = 1024;
+
+/// Figures of a store run.
+#[derive(Debug, serde::Serialize)]
+pub struct StoreReport {
+    pub conversations: usize,
+    pub messages: u64,
+    pub seconds: f64,
+    pub messages_per_s: f64,
+    pub synchronous: String,
+}
+
+pub async fn run(conversations: usize, messages: u64, sync: &str) -> anyhow::Result<StoreReport> {
+    let dir = tempfile::tempdir()?;
+    let mode = if sync == "normal" { Synchronous::Normal } else { Synchronous::Full };
+    let store = Arc::new(SqliteStore::open(dir.path(), mode)?);
+    let a = store.create_user("store_bench_a", "x").await?;
+    let b = store.create_user("store_bench_b", "x").await?;
+    eprintln!("creating {conversations} conversations");
+    let mut ids = Vec::with_capacity(conversations);
+    let mut pending = Vec::new();
+    for _ in 0..conversations {
+        let s = Arc::clone(&store);
+        pending.push(tokio::spawn(async move { s.create_group(a.id, None, &[b.id]).await }));
+        if pending.len() == 4096 {
+            for p in pending.drain(..) {
+                ids.push(p.await??.id);
+            }
+        }
+    }
+    for p in pending {
+        ids.push(p.await??.id);
+    }
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicU64::new(0));
+    eprintln!("appending {messages} messages from {APPENDERS} concurrent callers");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..APPENDERS {
+        let (store, ids, next) = (Arc::clone(&store), Arc::clone(&ids), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= messages {
+                    return Ok::<_, banter_store::StoreError>(());
+                }
+                // A multiplicative hash spreads consecutive messages over all conversations.
+                let conv = ids[(n.wrapping_mul(2_654_435_761) % ids.len() as u64) as usize];
+                store
+                    .append(NewMessage {
+                        conversation_id: conv,
+                        sender_id: a.id,
+                        sender_device: 1,
+                        client_msg_id: n.to_string(),
+                        content: r#"{"type":"text","text":"a message of typical length, about sixty bytes"}"#
+                            .to_owned(),
+                        message_id: n as i64,
+                        ts: 0,
+                    })
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let report = StoreReport {
+        conversations,
+        messages,
+        seconds,
+        messages_per_s: messages as f64 / seconds,
+        synchronous: sync.to_owned(),
+    };
+    println!(
+        "store: {} messages over {} active conversations in {:.2} s: {:.0} messages/s (synchronous={})",
+        messages, conversations, seconds, report.messages_per_s, sync
+    );
+    Ok(report)
+}
