@@ -171,7 +171,8 @@ pub enum ServerFrame {
     Error {
         code: ErrorCode,
         message: String,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none", default)]
+        /// The `client_msg_id` or frame `type` answered; `null` when the frame was unreadable.
+        #[serde(rename = "ref", default)]
         reference: Option<String>,
     },
 }

@@ -25,10 +25,18 @@ pub struct SendRequest {
     pub exclude_origin: bool,
 }
 
-/// Checks a send against the contract's limits. This is the one place they are enforced.
-pub fn validate(client_msg_id: &str, content: &RawValue) -> ApiResult<()> {
+/// Room kept in a frame for the `message` envelope around a content.
+pub const ENVELOPE_BYTES: usize = 512;
+
+/// Checks a send against the contract's limits. This is the one place they
+/// are enforced: a content must fit, with its envelope, in one frame of
+/// `max_frame_bytes`, whether it came over WebSocket or HTTP.
+pub fn validate(client_msg_id: &str, content: &RawValue, max_frame_bytes: usize) -> ApiResult<()> {
     if !limits::valid_client_msg_id(client_msg_id) {
         return Err(ApiError::new(ErrorCode::InvalidFrame, "client_msg_id must be 1-64 characters"));
+    }
+    if content.get().len() + client_msg_id.len() + ENVELOPE_BYTES > max_frame_bytes {
+        return Err(ApiError::new(ErrorCode::TooLarge, "content does not fit in one frame"));
     }
     match validate_content(content) {
         Ok(()) => Ok(()),
@@ -44,7 +52,7 @@ pub fn validate(client_msg_id: &str, content: &RawValue) -> ApiResult<()> {
 /// `client_msg_id`) and, when new, pushes it to the member devices.
 /// Returns after the message is durable.
 pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<StoredMessage>> {
-    validate(&req.client_msg_id, &req.content)?;
+    validate(&req.client_msg_id, &req.content, state.config.max_frame_bytes)?;
     let appended = state
         .store
         .append(NewMessage {
@@ -60,7 +68,12 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
         .await?;
     if !appended.duplicate {
         metrics::counter!("messages_sent_total").increment(1);
-        dispatch(state, &appended.message, req.exclude_origin.then_some(req.device)).await?;
+        // The message is stored: a failed push must not turn its `sent` into an
+        // error. Devices that missed it catch up from the store on their next
+        // gap or reconnect.
+        if let Err(e) = dispatch(state, &appended.message, req.exclude_origin.then_some(req.device)).await {
+            tracing::warn!(error = %e.message, "push after store failed");
+        }
     }
     Ok(appended.message)
 }

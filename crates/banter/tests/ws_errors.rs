@@ -117,6 +117,14 @@ async fn oversized_frame_closes_only_that_connection_with_1009() {
     let mut wb = s.connect(&b).await;
     wa.send_text(&format!("{{\"type\":\"heartbeat\",\"pad\":\"{}\"}}", "x".repeat(5000))).await;
     assert_eq!(wa.expect_close().await, Some(1009));
+    // Before the hello too.
+    let mut early = Ws::open(s.addr).await;
+    early.send_text(&"y".repeat(5000)).await;
+    assert_eq!(early.expect_close().await, Some(1009));
+    // A content that would not fit in one frame is refused, over HTTP as well.
+    let big = json!({"client_msg_id": "big", "content": {"type": "blob", "data": "z".repeat(4000)}});
+    let (st, body) = s.http().post(&format!("/v1/conversations/{conv}/messages"), Some(&b.token), big).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (413, Some("too_large")));
     wb.send_text_message(&conv, "still", "fine").await;
 }
 
@@ -191,6 +199,10 @@ async fn http_errors_use_the_catalogue() {
     assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_content")));
     let (st, body) = http.get("/v1/nowhere", Some(&a.token)).await;
     assert_eq!((st, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, body) = http.delete("/v1/users", Some(&a.token)).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+    let (st, body) = http.get("/v1/ws", None).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("invalid_request")));
 }
 
 #[tokio::test]

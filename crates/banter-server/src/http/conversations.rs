@@ -107,6 +107,10 @@ pub async fn add_members(
 ) -> ApiResult<AppJson<ConversationView>> {
     let id = conversation_id(&id)?;
     let users = user_ids(&body.user_ids)?;
+    let current = state.store.conversation(id, auth.user_id).await?.ok_or_else(ApiError::not_found)?;
+    if current.member_count as usize + users.len() > limits::MAX_GROUP_MEMBERS {
+        return Err(ApiError::new(ErrorCode::TooLarge, "a group has at most 100000 members"));
+    }
     let added = state.store.add_members(id, auth.user_id, &users).await?;
     state.members.invalidate(id);
     let conv = state.store.conversation(id, auth.user_id).await?.ok_or_else(ApiError::not_found)?;

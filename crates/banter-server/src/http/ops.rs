@@ -29,3 +29,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 pub async fn not_found() -> ApiError {
     ApiError::new(banter_proto::ErrorCode::NotFound, "no such route")
 }
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::invalid("method not allowed on this route")
+}

@@ -37,6 +37,8 @@ pub const MAX_PENDING_SENDS: usize = 256;
 pub const MAX_BAD_FRAMES: u32 = 32;
 /// A write that makes no progress for this long closes the connection with 4004.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for a connection's sends to be stored and answered.
+pub const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most pushes taken from the channel before the loop writes.
 const PUSH_BATCH: usize = 128;
 /// Most store pages streamed per loop turn, so other events are not starved.
@@ -89,28 +91,43 @@ async fn close_with(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &'s
     .await;
 }
 
+/// What arrived first on a new connection.
+enum First {
+    Text(Utf8Bytes),
+    /// Not a text frame, or nothing within [`HELLO_TIMEOUT`].
+    Bad,
+    /// A frame over the limit.
+    TooBig,
+    /// The connection went away.
+    Gone,
+}
+
 /// Waits for a valid `hello`; anything else is answered `unauthorized` and closed with 4001.
 async fn hello(state: &Arc<AppState>, sink: &mut Sink, stream: &mut Stream) -> Option<Auth> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, async {
         loop {
-            match stream.next().await {
-                Some(Ok(Message::Text(t))) => return Some(Ok(t)),
+            return match stream.next().await {
+                Some(Ok(Message::Text(t))) => First::Text(t),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Binary(_))) => return Some(Err(())),
-                Some(Err(e)) if is_too_big(&e) => return None,
-                _ => return None,
-            }
+                Some(Ok(_)) => First::Bad,
+                Some(Err(e)) if is_too_big(&e) => First::TooBig,
+                Some(Err(_)) | None => First::Gone,
+            };
         }
     })
-    .await;
+    .await
+    .unwrap_or(First::Bad);
     let token = match first {
-        Ok(Some(Ok(text))) => match ClientFrame::parse(&text) {
+        First::Text(text) => match ClientFrame::parse(&text) {
             Ok(ClientFrame::Hello { token }) => Some(token),
             _ => None,
         },
-        Ok(Some(Err(()))) => None,
-        Ok(None) => return None,
-        Err(_elapsed) => None,
+        First::Bad => None,
+        First::TooBig => {
+            close_with(sink, stream, close::TOO_BIG, "frame too large").await;
+            return None;
+        }
+        First::Gone => return None,
     };
     let auth = match token {
         Some(t) => authenticate(state, &t).await.ok(),
@@ -241,7 +258,10 @@ impl Connection {
             let reading = self.sends.len() < MAX_PENDING_SENDS;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => self.close = Some((close::GOING_AWAY, "server shutting down")),
+                _ = shutdown.cancelled() => {
+                    self.finish_sends().await;
+                    self.close = Some((close::GOING_AWAY, "server shutting down"));
+                }
                 _ = self.control.closed.notified() => {
                     let code = self.control.close_code.load(Ordering::Acquire);
                     self.close = Some((code, if code == close::REPLACED { "replaced by a new connection" } else { "logged out" }));
@@ -269,6 +289,19 @@ impl Connection {
             self.start_ack_write();
         }
         self.flush().await;
+    }
+
+    /// Answers every send already being stored, so that a shutdown never
+    /// leaves a committed message without its `sent`.
+    async fn finish_sends(&mut self) {
+        let deadline = tokio::time::sleep(SEND_DRAIN_TIMEOUT);
+        tokio::pin!(deadline);
+        while !self.sends.is_empty() {
+            tokio::select! {
+                Some(done) = self.sends.next() => self.on_sent(done),
+                _ = &mut deadline => break,
+            }
+        }
     }
 
     /// Writes the queued frames: feed each, flush once.
@@ -461,9 +494,6 @@ impl Connection {
                 let Some(conversation) = parse_id(&conversation_id) else {
                     return Err((ApiError::not_found(), client_msg_id));
                 };
-                if let Err(e) = messaging::validate(&client_msg_id, &content) {
-                    return Err((e, client_msg_id));
-                }
                 let state = Arc::clone(&self.state);
                 let req = SendRequest {
                     sender: self.auth.user_id,

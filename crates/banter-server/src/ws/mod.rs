@@ -20,7 +20,13 @@ use std::sync::Arc;
 pub const READ_BUFFER: usize = 4 * 1024;
 
 /// # `GET /v1/ws`
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return crate::error::ApiError::invalid("this endpoint takes a WebSocket upgrade").into_response();
+    };
     if state.shutdown.is_cancelled() {
         return crate::error::ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
     }
