@@ -384,7 +384,9 @@ impl Store for SqliteStore {
 
     async fn append(&self, m: NewMessage) -> Result<Appended> {
         self.writer
-            .write(move |c| {
+            .write_unguarded(move |c| {
+                // Reads first; the one write is the INSERT, and the seq is
+                // recorded only once it succeeded.
                 if !c
                     .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
                     .exists(params![m.conversation_id, m.sender_id])?
@@ -504,7 +506,8 @@ impl Store for SqliteStore {
         acks: Vec<(ConversationId, u64)>,
     ) -> Result<Vec<(ConversationId, u64)>> {
         self.writer
-            .write(move |c| {
+            .write_unguarded(move |c| {
+                // Both writes only move positions forward: harmless to keep if a later step fails.
                 let mut rose = Vec::new();
                 for (conversation, seq) in acks {
                     let Some(seq) = capped_seq(c, conversation, user, seq)? else { continue };

@@ -74,15 +74,35 @@ impl Writer {
         (Writer { tx }, handle)
     }
 
-    /// Runs `f` in the next batch and answers after the batch commits.
+    /// Runs `f` in the next batch, inside a savepoint so that a failure undoes
+    /// its writes alone, and answers after the batch commits.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(move |conn| in_savepoint(conn, f)).await
+    }
+
+    /// Like [`Writer::write`] without the savepoint, for the hot path: only
+    /// for jobs that can fail only before their first write, or whose writes
+    /// are idempotent (a later failure of the batch undoes them anyway).
+    pub(crate) async fn write_unguarded<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(f).await
+    }
+
+    async fn submit<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let outcome = in_savepoint(conn, f);
+            let outcome = f(conn);
             Box::new(move |commit_error| {
                 let result = match commit_error {
                     Some(e) => Err(StoreError::Unavailable(e.to_string())),
