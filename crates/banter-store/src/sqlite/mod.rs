@@ -32,6 +32,31 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<ReadPool>,
     path: PathBuf,
+    /// Keeps the checkpointer thread running while any clone of the store lives.
+    _alive: Arc<()>,
+}
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// WAL size (pages) at which the writer checkpoints by itself, should the
+/// checkpointer fall behind: a bound on the WAL, rarely reached.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
+
+/// Runs passive checkpoints on a connection of its own, so that copying the
+/// WAL back into the database (and its fsync) never stalls a commit.
+fn start_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
+    let spawned = std::thread::Builder::new().name("banter-sqlite-checkpoint".into()).spawn(move || {
+        let Ok(conn) = Connection::open(&path) else { return };
+        while alive.upgrade().is_some() {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "checkpoint failed");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no checkpointer thread; the writer checkpoints by itself");
+    }
 }
 
 impl SqliteStore {
@@ -52,12 +77,14 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
         let (writer, _thread) = Writer::start(conn);
-        Ok(SqliteStore { writer, readers: ReadPool::new(path.clone()), path })
+        let alive = Arc::new(());
+        start_checkpointer(path.clone(), Arc::downgrade(&alive));
+        Ok(SqliteStore { writer, readers: ReadPool::new(path.clone()), path, _alive: alive })
     }
 
     /// The database file.

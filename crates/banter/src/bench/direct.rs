@@ -8,7 +8,7 @@
 //! reordered, a repeated one as a duplicate; after sending stops each
 //! receiver waits until it holds everything its sender got `sent` for.
 
-use super::report::{histogram, Percentiles, Report};
+use super::report::{distribution, histogram, Percentiles, Report, Timeline};
 use super::{server, setup, BenchArgs};
 use banter_proto::ServerFrame;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -43,6 +43,7 @@ struct SenderStats {
 }
 
 struct ReceiverStats {
+    timeline: Timeline,
     received: u64,
     in_window: u64,
     duplicates: u64,
@@ -92,7 +93,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let mut send_tasks = Vec::new();
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, conv, delivered) = (Arc::clone(&pairs[p]), conversations[p].clone(), Arc::clone(&delivered));
-        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, stop_at, drain_until, delivered)));
+        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, delivered)));
     }
     for (p, ws) in senders.into_iter().enumerate() {
         let (pair, conv) = (Arc::clone(&pairs[p]), conversations[p].clone());
@@ -124,6 +125,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         send_to_sent.add(&s.send_to_sent)?;
     }
     let mut latency = histogram();
+    let mut timeline = Timeline::new(start);
     let (mut received, mut in_window, mut duplicates, mut reordered) = (0, 0, 0, 0);
     for t in recv_tasks {
         let r = t.await??;
@@ -132,6 +134,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         duplicates += r.duplicates;
         reordered += r.reordered;
         latency.add(&r.latency)?;
+        timeline.merge(&r.timeline);
     }
     progress.abort();
     let secs = args.duration as f64;
@@ -153,6 +156,8 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         send_to_sent_ms: Percentiles::of(&send_to_sent),
         server_rss_bytes: server_pid.and_then(server::rss_bytes),
         server_cpu_seconds: server_pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
+        timeline: timeline.seconds(),
+        latency_distribution: distribution(&latency),
     })
 }
 
@@ -245,16 +250,25 @@ async fn send(
     Ok(stats)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     mut ws: Ws,
     conv: String,
     pair: Arc<Pair>,
     epoch: Instant,
+    start: Instant,
     stop_at: Instant,
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
 ) -> anyhow::Result<ReceiverStats> {
-    let mut stats = ReceiverStats { received: 0, in_window: 0, duplicates: 0, reordered: 0, latency: histogram() };
+    let mut stats = ReceiverStats {
+        timeline: Timeline::new(start),
+        received: 0,
+        in_window: 0,
+        duplicates: 0,
+        reordered: 0,
+        latency: histogram(),
+    };
     let mut last_seq = 0u64;
     let mut acked = 0u64;
     loop {
@@ -302,7 +316,9 @@ async fn receive(
             .ok()
             .and_then(|c| c["text"].as_str().and_then(|t| t.parse().ok()));
         if let Some(sent_at) = stamp {
-            stats.latency.record(micros(epoch, now).saturating_sub(sent_at).max(1))?;
+            let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
+            stats.latency.record(latency)?;
+            stats.timeline.record(now, latency);
         }
         if last_seq - acked >= ACK_EVERY {
             ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#))).await?;

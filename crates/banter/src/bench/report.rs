@@ -35,6 +35,66 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Deliveries per second of a run, each second with its latency histogram,
+/// so the report can show throughput and percentiles over time. Each
+/// receiving task keeps its own and they are merged at the end, so recording
+/// takes no lock.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    start: tokio::time::Instant,
+    seconds: Vec<Histogram<u64>>,
+}
+
+/// One second of a [`Timeline`], as reported.
+#[derive(Debug, Serialize)]
+pub struct Second {
+    /// Seconds since sending began (this second ends at `t`).
+    pub t: u64,
+    pub delivered: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+impl Timeline {
+    pub fn new(start: tokio::time::Instant) -> Timeline {
+        Timeline { start, seconds: Vec::new() }
+    }
+
+    /// Records a delivery at `at` with its latency in microseconds.
+    pub fn record(&mut self, at: tokio::time::Instant, latency_us: u64) {
+        let second = at.saturating_duration_since(self.start).as_secs() as usize;
+        while self.seconds.len() <= second {
+            self.seconds.push(histogram());
+        }
+        let _ = self.seconds[second].record(latency_us.max(1));
+    }
+
+    pub fn merge(&mut self, other: &Timeline) {
+        while self.seconds.len() < other.seconds.len() {
+            self.seconds.push(histogram());
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
+            let _ = mine.add(theirs);
+        }
+    }
+
+    pub fn seconds(&self) -> Vec<Second> {
+        let ms = |us: u64| us as f64 / 1000.0;
+        self.seconds
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Second {
+                t: i as u64 + 1,
+                delivered: h.len(),
+                p50_ms: ms(h.value_at_quantile(0.5)),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                p999_ms: ms(h.value_at_quantile(0.999)),
+            })
+            .collect()
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -66,6 +126,26 @@ pub struct Report {
     pub send_to_sent_ms: Percentiles,
     pub server_rss_bytes: Option<u64>,
     pub server_cpu_seconds: Option<f64>,
+    /// Deliveries and latency percentiles per second.
+    pub timeline: Vec<Second>,
+    /// The whole delivery-latency distribution: `(percentile, ms)` points.
+    pub latency_distribution: Vec<(f64, f64)>,
+}
+
+/// Points of a latency distribution, for plotting: percentiles from 0 to 99.999.
+pub fn distribution(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points = Vec::new();
+    for p in [
+        0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.9, 99.95,
+        99.99, 99.999,
+    ] {
+        points.push((p, h.value_at_percentile(p) as f64 / 1000.0));
+    }
+    points.push((100.0, h.max() as f64 / 1000.0));
+    points
 }
 
 impl Report {

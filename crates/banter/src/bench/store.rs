@@ -20,6 +20,8 @@ pub struct StoreReport {
     pub seconds: f64,
     pub messages_per_s: f64,
     pub synchronous: String,
+    /// Messages found stored afterwards, with gap-free seqs in every conversation.
+    pub verified: u64,
 }
 
 pub async fn run(conversations: usize, messages: u64, sync: &str) -> anyhow::Result<StoreReport> {
@@ -77,12 +79,28 @@ pub async fn run(conversations: usize, messages: u64, sync: &str) -> anyhow::Res
         t.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Every append is there, and seqs are gap-free: last_seq equals the count.
+    let mut verified = 0;
+    for &id in ids.iter() {
+        let conv = store.conversation(id, a.id).await?.ok_or_else(|| anyhow::anyhow!("conversation {id} vanished"))?;
+        let stored = store.messages(id, banter_store::SeqRange::After(0), usize::MAX).await?;
+        anyhow::ensure!(stored.iter().zip(1..).all(|(m, s)| m.seq == s), "seq gap in conversation {id}");
+        anyhow::ensure!(
+            stored.len() as u64 == conv.last_seq,
+            "conversation {id}: {} stored, last seq {}",
+            stored.len(),
+            conv.last_seq
+        );
+        verified += stored.len() as u64;
+    }
+    anyhow::ensure!(verified == messages, "{verified} of {messages} messages found");
     let report = StoreReport {
         conversations,
         messages,
         seconds,
         messages_per_s: messages as f64 / seconds,
         synchronous: sync.to_owned(),
+        verified,
     };
     println!(
         "store: {} messages over {} active conversations in {:.2} s: {:.0} messages/s (synchronous={})",

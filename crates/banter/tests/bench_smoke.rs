@@ -1,0 +1,48 @@
+//! Every bench scenario runs at a small size, so the simulator never rots.
+//! No timing is asserted here: figures belong in BENCHMARKS.md.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_banter"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&out)
+        .env("BANTER_LOG", "warn")
+        .status()
+        .expect("run banter bench");
+    assert!(status.success(), "banter bench {args:?} failed: {status:?}");
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+#[test]
+fn direct_closed_loop_verifies_delivery() {
+    let r = bench(&["--spawn", "--scenario", "direct", "--pairs", "3", "--duration", "1"]);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["reordered"], 0);
+    assert!(r["delivered"].as_u64().unwrap() > 0);
+    assert_eq!(r["delivered"], r["sent_acknowledged"]);
+    assert_eq!(r["websocket_connections"], 6);
+    assert!(r["message_delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn direct_open_loop_verifies_delivery() {
+    let r = bench(&["--spawn", "--scenario", "direct", "--pairs", "2", "--duration", "1", "--rate", "200"]);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["rate"], 200);
+    // An open loop sends on schedule: about rate × duration messages.
+    let sent = r["sent_acknowledged"].as_u64().unwrap();
+    assert!((150..=250).contains(&sent), "{sent}");
+}
+
+#[test]
+fn store_scenario_appends_everything() {
+    let r = bench(&["--scenario", "store", "--conversations", "50", "--messages", "2000"]);
+    assert_eq!(r["messages"], 2000);
+    assert_eq!(r["verified"], 2000);
+    assert_eq!(r["conversations"], 50);
+}
