@@ -81,6 +81,14 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::describe_counter!("delivery_retries_total", "Conversations rewound after an ack timeout");
     metrics::describe_counter!("push_dropped_total", "Pushes dropped because a connection's queue was full");
     metrics::describe_gauge!("fanout_queue_depth", "Jobs waiting in the large-group fan-out queue");
+    metrics::describe_gauge!("delivery_inflight_messages", "Messages pushed to devices and not yet acknowledged");
+    metrics::describe_gauge!(
+        "delivery_backlog_messages",
+        "Stored messages waiting to stream to devices that are behind"
+    );
+    metrics::gauge!("delivery_inflight_messages").set(0.0);
+    metrics::gauge!("delivery_backlog_messages").set(0.0);
+    metrics::gauge!("fanout_queue_depth").set(0.0);
     metrics::describe_histogram!("store_commit_batch_size", "Jobs per store commit");
     metrics::describe_histogram!("store_commit_latency_ms", "Duration of one store commit, ms");
     metrics::gauge!("websocket_connections").set(0.0);

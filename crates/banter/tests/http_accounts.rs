@@ -86,7 +86,14 @@ async fn health_and_metrics() {
     let (status, body) = s.http().get("/healthz", None).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     let text = reqwest::get(format!("{}/metrics", s.base())).await.unwrap().text().await.unwrap();
-    for name in ["websocket_connections", "messages_sent_total", "messages_delivered_total"] {
+    for name in [
+        "websocket_connections",
+        "messages_sent_total",
+        "messages_delivered_total",
+        "delivery_inflight_messages",
+        "delivery_backlog_messages",
+        "fanout_queue_depth",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
     // The latency histogram appears once a message has been pushed.

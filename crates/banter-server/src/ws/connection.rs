@@ -184,6 +184,9 @@ struct Connection {
     /// Streaming from the store was cut short this turn; continue next turn.
     more_to_stream: bool,
     close: Option<(u16, &'static str)>,
+    /// This connection's share of the `delivery_inflight_messages` and
+    /// `delivery_backlog_messages` gauges, as last reported.
+    reported: (u64, u64),
 }
 
 async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stream) {
@@ -215,6 +218,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
         close: None,
+        reported: (0, 0),
     };
     c.out.push(frame(&ServerFrame::Welcome {
         user_id: auth.user_id.to_string(),
@@ -229,6 +233,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     c.control.lagged.store(true, Ordering::Release);
     c.run(&mut stream, &mut rx).await;
 
+    c.unreport_gauges();
     let user = c.auth.user_id;
     state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
     state.hub.unregister(user, c.conn_id);
@@ -287,8 +292,26 @@ impl Connection {
                 _ = std::future::ready(()), if self.more_to_stream => {}
             }
             self.start_ack_write();
+            self.report_gauges();
         }
         self.flush().await;
+    }
+
+    /// Moves the shared gauges by this connection's change since the last report.
+    fn report_gauges(&mut self) {
+        let now = (self.delivery.unacked() as u64, self.delivery.backlog());
+        if now != self.reported {
+            metrics::gauge!("delivery_inflight_messages").increment(now.0 as f64 - self.reported.0 as f64);
+            metrics::gauge!("delivery_backlog_messages").increment(now.1 as f64 - self.reported.1 as f64);
+            self.reported = now;
+        }
+    }
+
+    /// Takes this connection's share out of the shared gauges when it closes.
+    fn unreport_gauges(&mut self) {
+        metrics::gauge!("delivery_inflight_messages").decrement(self.reported.0 as f64);
+        metrics::gauge!("delivery_backlog_messages").decrement(self.reported.1 as f64);
+        self.reported = (0, 0);
     }
 
     /// Answers every send already being stored, so that a shutdown never

@@ -82,6 +82,12 @@ impl Delivery {
         self.unacked
     }
 
+    /// Stored messages known but not yet pushed, over the conversations that
+    /// are behind (streaming from the store).
+    pub fn backlog(&self) -> u64 {
+        self.behind.iter().filter_map(|id| self.convs.get(id)).map(|c| c.known_last.saturating_sub(c.pushed)).sum()
+    }
+
     /// Member count of a conversation, if known.
     pub fn member_count(&self, conversation: ConversationId) -> Option<u64> {
         self.convs.get(&conversation).map(|c| c.member_count)
