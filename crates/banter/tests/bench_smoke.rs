@@ -46,3 +46,12 @@ fn store_scenario_appends_everything() {
     assert_eq!(r["verified"], 2000);
     assert_eq!(r["conversations"], 50);
 }
+
+#[test]
+fn offline_backlog_drains_completely() {
+    let r = bench(&["--spawn", "--scenario", "offline", "--messages", "3000"]);
+    assert_eq!(r["backlog"], 3000);
+    assert_eq!(r["delivered"], 3000);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["reordered"], 0);
+}

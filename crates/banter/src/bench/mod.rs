@@ -6,6 +6,7 @@
 //! data directory (`--spawn`).
 
 mod direct;
+mod offline;
 mod report;
 mod server;
 mod setup;
@@ -22,6 +23,8 @@ pub enum Scenario {
     Direct,
     /// The embedded store alone: appends spread over `--conversations` active conversations.
     Store,
+    /// One device offline while `--messages` accumulate, then its backlog drains.
+    Offline,
 }
 
 /// Flags of `banter bench`.
@@ -58,7 +61,7 @@ pub struct BenchArgs {
     /// Store scenario: active conversations.
     #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
-    /// Store scenario: messages to append.
+    /// Store scenario: messages to append; offline scenario: the backlog.
     #[arg(long, default_value_t = 200_000)]
     pub messages: u64,
     /// Seconds to wait for outstanding deliveries after sending stops.
@@ -70,10 +73,7 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Scenario::Store = args.scenario {
         let report = store::run(args.conversations, args.messages, &args.sqlite_synchronous).await?;
-        if let Some(path) = &args.json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
-        return Ok(());
+        return write_json(&args.json, &report);
     }
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
     let base = match (&args.url, &spawned) {
@@ -81,9 +81,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(s)) => s.base.clone(),
         (None, None) => anyhow::bail!("give --url URL or --spawn"),
     };
+    if let Scenario::Offline = args.scenario {
+        let report = offline::run(&base, args.messages).await;
+        if let Some(s) = spawned {
+            s.stop().await;
+        }
+        let report = report?;
+        write_json(&args.json, &report)?;
+        anyhow::ensure!(
+            report.lost == 0 && report.reordered == 0,
+            "delivery verification failed: {} lost, {} reordered",
+            report.lost,
+            report.reordered
+        );
+        return Ok(());
+    }
     let result = match args.scenario {
         Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
-        Scenario::Store => unreachable!("handled above"),
+        Scenario::Store | Scenario::Offline => unreachable!("handled above"),
     };
     result.print();
     if let Some(path) = &args.json {
@@ -98,5 +113,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         result.lost,
         result.reordered
     );
+    Ok(())
+}
+
+/// Writes a report as JSON when `--json` was given.
+fn write_json(path: &Option<PathBuf>, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    }
     Ok(())
 }
