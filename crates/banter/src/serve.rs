@@ -90,6 +90,11 @@ impl ServeArgs {
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
+    // Every connection is a file: take all the open files this process may have.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        tracing::info!(open_files = soft, "open-file limit");
+    }
     let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
     let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
     let listener =

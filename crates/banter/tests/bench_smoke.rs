@@ -55,3 +55,11 @@ fn offline_backlog_drains_completely() {
     assert_eq!(r["lost"], 0);
     assert_eq!(r["reordered"], 0);
 }
+
+#[test]
+fn connections_are_established_and_held() {
+    let r = bench(&["--spawn", "--scenario", "connections", "--connections", "60", "--duration", "1"]);
+    assert_eq!(r["established"], 60);
+    assert_eq!(r["held"], 60);
+    assert!(r["server_rss_after_bytes"].as_u64().is_some());
+}

@@ -5,6 +5,7 @@
 //! It drives a running server (`--url`) or starts its own on a temporary
 //! data directory (`--spawn`).
 
+mod connections;
 mod direct;
 mod offline;
 mod report;
@@ -25,6 +26,8 @@ pub enum Scenario {
     Store,
     /// One device offline while `--messages` accumulate, then its backlog drains.
     Offline,
+    /// Open `--connections` authenticated connections and hold them with heartbeats.
+    Connections,
 }
 
 /// Flags of `banter bench`.
@@ -58,6 +61,9 @@ pub struct BenchArgs {
     /// With --spawn: the server's SQLite durability (`full` or `normal`).
     #[arg(long, default_value = "full")]
     pub sqlite_synchronous: String,
+    /// Connections scenario: connections to open (each is one device).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
     /// Store scenario: active conversations.
     #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
@@ -96,9 +102,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Scenario::Connections = args.scenario {
+        let report = connections::run(&base, args.connections, args.duration, spawned.as_ref().map(|s| s.pid)).await;
+        if let Some(s) = spawned {
+            s.stop().await;
+        }
+        let report = report?;
+        write_json(&args.json, &report)?;
+        anyhow::ensure!(report.held == report.requested, "{} of {} connections held", report.held, report.requested);
+        return Ok(());
+    }
     let result = match args.scenario {
         Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
-        Scenario::Store | Scenario::Offline => unreachable!("handled above"),
+        Scenario::Store | Scenario::Offline | Scenario::Connections => unreachable!("handled above"),
     };
     result.print();
     if let Some(path) = &args.json {

@@ -10,7 +10,28 @@ const SETUP_CONCURRENCY: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Account {
     pub user_id: String,
+    pub username: String,
     pub token: String,
+}
+
+/// The password of every bench account.
+const PASSWORD: &str = "bench-password";
+
+/// Logs `account` in once more: a new device, with its own token.
+pub async fn login_again(http: &reqwest::Client, base: &str, account: &Account) -> anyhow::Result<String> {
+    let s: SessionView = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&CreateSession {
+            username: account.username.clone(),
+            password: PASSWORD.to_owned(),
+            device_name: Some("bench".into()),
+        })
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(s.token)
 }
 
 /// Registers and logs in `n` users named `{prefix}{i}`.
@@ -18,7 +39,7 @@ pub async fn accounts(http: &reqwest::Client, base: &str, prefix: &str, n: usize
     stream::iter(0..n)
         .map(|i| async move {
             let username = format!("{prefix}{i}");
-            let password = "bench-password".to_owned();
+            let password = PASSWORD.to_owned();
             let r = http
                 .post(format!("{base}/v1/users"))
                 .json(&CreateUser { username: username.clone(), password: password.clone() })
@@ -27,13 +48,13 @@ pub async fn accounts(http: &reqwest::Client, base: &str, prefix: &str, n: usize
             anyhow::ensure!(r.status().is_success(), "register {username}: {}", r.status());
             let s: SessionView = http
                 .post(format!("{base}/v1/sessions"))
-                .json(&CreateSession { username, password, device_name: Some("bench".into()) })
+                .json(&CreateSession { username: username.clone(), password, device_name: Some("bench".into()) })
                 .send()
                 .await?
                 .error_for_status()?
                 .json()
                 .await?;
-            Ok(Account { user_id: s.user_id, token: s.token })
+            Ok(Account { user_id: s.user_id, username, token: s.token })
         })
         .buffered(SETUP_CONCURRENCY)
         .try_collect()
