@@ -63,3 +63,11 @@ fn connections_are_established_and_held() {
     assert_eq!(r["held"], 60);
     assert!(r["server_rss_after_bytes"].as_u64().is_some());
 }
+
+#[test]
+fn reconnect_storm_catches_everyone_up() {
+    let r = bench(&["--spawn", "--scenario", "reconnect-storm", "--connections", "120"]);
+    assert_eq!(r["clients"], 120);
+    assert_eq!(r["caught_up"], 120);
+    assert_eq!(r["lost"], 0);
+}

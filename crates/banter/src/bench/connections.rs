@@ -140,10 +140,10 @@ pub async fn run(base: &str, n: usize, hold: u64, pid: Option<u32>) -> anyhow::R
     Ok(report)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens one connection from the `i`-th source address and completes the hello.
-async fn open(target: SocketAddr, url: String, token: String, i: usize) -> anyhow::Result<Ws> {
+pub(super) async fn open(target: SocketAddr, url: String, token: String, i: usize) -> anyhow::Result<Ws> {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCE_ADDRESSES as usize) as u8));
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;

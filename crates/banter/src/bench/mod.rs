@@ -12,6 +12,7 @@ mod report;
 mod server;
 mod setup;
 mod store;
+mod storm;
 
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub enum Scenario {
     Offline,
     /// Open `--connections` authenticated connections and hold them with heartbeats.
     Connections,
+    /// `--connections` devices drop at once, miss messages, and all come back.
+    ReconnectStorm,
 }
 
 /// Flags of `banter bench`.
@@ -112,9 +115,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::ensure!(report.held == report.requested, "{} of {} connections held", report.held, report.requested);
         return Ok(());
     }
+    if let Scenario::ReconnectStorm = args.scenario {
+        let report = storm::run(&base, args.connections).await;
+        if let Some(s) = spawned {
+            s.stop().await;
+        }
+        let report = report?;
+        write_json(&args.json, &report)?;
+        anyhow::ensure!(
+            report.lost == 0 && report.reordered == 0,
+            "delivery verification failed: {} lost, {} reordered",
+            report.lost,
+            report.reordered
+        );
+        return Ok(());
+    }
     let result = match args.scenario {
         Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
-        Scenario::Store | Scenario::Offline | Scenario::Connections => unreachable!("handled above"),
+        Scenario::Store | Scenario::Offline | Scenario::Connections | Scenario::ReconnectStorm => {
+            unreachable!("handled above")
+        }
     };
     result.print();
     if let Some(path) = &args.json {
