@@ -71,3 +71,64 @@ fn reconnect_storm_catches_everyone_up() {
     assert_eq!(r["caught_up"], 120);
     assert_eq!(r["lost"], 0);
 }
+
+#[test]
+fn group_on_both_sides_of_the_fanout_threshold() {
+    for members in ["4", "12"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.json");
+        let server = Threshold::spawn(dir.path(), "8");
+        let status = Command::new(env!("CARGO_BIN_EXE_banter"))
+            .args(["bench", "--url", &server.url])
+            .args(["--scenario", "group", "--groups", "2", "--members", members, "--duration", "1", "--json"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success(), "group of {members}");
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let m: u64 = members.parse().unwrap();
+        assert_eq!(r["lost"], 0);
+        assert_eq!(r["reordered"], 0);
+        assert_eq!(r["delivered"].as_u64().unwrap(), r["sent_acknowledged"].as_u64().unwrap() * (m - 1));
+    }
+}
+
+/// A server with a low fan-out threshold, killed when dropped.
+struct Threshold {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Threshold {
+    fn spawn(dir: &std::path::Path, threshold: &str) -> Threshold {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_banter"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--argon2-memory-kib",
+                "64",
+                "--fanout-sync-threshold",
+                threshold,
+            ])
+            .args(["--rate-limit-per-sec", "1000000", "--rate-limit-burst", "1000000", "--data-dir"])
+            .arg(dir.join("data"))
+            .env("BANTER_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+        Threshold { child, url }
+    }
+}
+
+impl Drop for Threshold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,6 +8,7 @@
 //! reordered, a repeated one as a duplicate; after sending stops each
 //! receiver waits until it holds everything its sender got `sent` for.
 
+use super::progress::{Progress, Recent};
 use super::report::{distribution, histogram, Percentiles, Report, Timeline};
 use super::{server, setup, BenchArgs};
 use banter_proto::ServerFrame;
@@ -28,27 +29,29 @@ const ACK_EVERY: u64 = 64;
 
 /// What a sender and its receiver share.
 #[derive(Default)]
-struct Pair {
+pub(super) struct Pair {
     /// Set when the sender has its last `sent`.
-    done: AtomicBool,
+    pub(super) done: AtomicBool,
     /// Sends answered with `sent`.
-    confirmed: AtomicU64,
+    pub(super) confirmed: AtomicU64,
+    /// The receiver's latest delivery latencies, for the live progress bar.
+    pub(super) recent: Arc<Recent>,
 }
 
-struct SenderStats {
-    confirmed: u64,
-    errors: u64,
-    in_window: u64,
-    send_to_sent: Histogram<u64>,
+pub(super) struct SenderStats {
+    pub(super) confirmed: u64,
+    pub(super) errors: u64,
+    pub(super) in_window: u64,
+    pub(super) send_to_sent: Histogram<u64>,
 }
 
-struct ReceiverStats {
-    timeline: Timeline,
-    received: u64,
-    in_window: u64,
-    duplicates: u64,
-    reordered: u64,
-    latency: Histogram<u64>,
+pub(super) struct ReceiverStats {
+    pub(super) timeline: Timeline,
+    pub(super) received: u64,
+    pub(super) in_window: u64,
+    pub(super) duplicates: u64,
+    pub(super) reordered: u64,
+    pub(super) latency: Histogram<u64>,
 }
 
 /// Opens a WebSocket and completes the hello.
@@ -101,20 +104,8 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, start + offset, stop_at, interval, args.inflight)));
     }
-    let progress = tokio::spawn({
-        let delivered = Arc::clone(&delivered);
-        async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let now = delivered.load(Ordering::Relaxed);
-                eprintln!("  {:>4.0} s  {:>9} delivered/s", start.elapsed().as_secs_f64(), now - last);
-                last = now;
-            }
-        }
-    });
+    let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
+    let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
     let mut send_to_sent = histogram();
     let (mut confirmed, mut errors, mut acked_in_window) = (0, 0, 0);
     for t in send_tasks {
@@ -136,7 +127,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         latency.add(&r.latency)?;
         timeline.merge(&r.timeline);
     }
-    progress.abort();
+    progress.finish();
     let secs = args.duration as f64;
     Ok(Report {
         scenario: args.scenario,
@@ -161,7 +152,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     })
 }
 
-fn micros(epoch: Instant, at: Instant) -> u64 {
+pub(super) fn micros(epoch: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_micros() as u64
 }
 
@@ -172,7 +163,7 @@ fn send_frame(conv: &str, n: u64, stamp: u64) -> Message {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn send(
+pub(super) async fn send(
     mut ws: Ws,
     conv: String,
     pair: Arc<Pair>,
@@ -251,7 +242,7 @@ async fn send(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn receive(
+pub(super) async fn receive(
     mut ws: Ws,
     conv: String,
     pair: Arc<Pair>,
@@ -319,6 +310,7 @@ async fn receive(
             let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
             stats.latency.record(latency)?;
             stats.timeline.record(now, latency);
+            pair.recent.record(latency);
         }
         if last_seq - acked >= ACK_EVERY {
             ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#))).await?;

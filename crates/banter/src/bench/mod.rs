@@ -7,7 +7,11 @@
 
 mod connections;
 mod direct;
+mod group;
+mod html;
 mod offline;
+mod progress;
+mod relay;
 mod report;
 mod server;
 mod setup;
@@ -23,6 +27,8 @@ use std::path::PathBuf;
 pub enum Scenario {
     /// P pairs, one sender and one receiver each, in a direct conversation.
     Direct,
+    /// `--groups` groups of `--members`: the creator sends, every other member receives.
+    Group,
     /// The embedded store alone: appends spread over `--conversations` active conversations.
     Store,
     /// One device offline while `--messages` accumulate, then its backlog drains.
@@ -61,9 +67,22 @@ pub struct BenchArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write the run as a self-contained HTML page with charts (direct and group scenarios).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Direct scenario: first send the same load through a plain in-process WebSocket relay,
+    /// and report this run's throughput as a ratio of the relay's.
+    #[arg(long)]
+    pub baseline_relay: bool,
     /// With --spawn: the server's SQLite durability (`full` or `normal`).
     #[arg(long, default_value = "full")]
     pub sqlite_synchronous: String,
+    /// Group scenario: number of groups.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
+    /// Group scenario: members per group, the sender included.
+    #[arg(long, default_value_t = 100)]
+    pub members: usize,
     /// Connections scenario: connections to open (each is one device).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -80,10 +99,21 @@ pub struct BenchArgs {
 
 /// Runs the bench; an error (and a non-zero exit) if anything was lost or reordered.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.report.is_some() && !matches!(args.scenario, Scenario::Direct | Scenario::Group) {
+        eprintln!("note: --report is ignored: only the direct and group scenarios produce a delivery report");
+    }
+    if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
+        eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
+    }
     if let Scenario::Store = args.scenario {
         let report = store::run(args.conversations, args.messages, &args.sqlite_synchronous).await?;
         return write_json(&args.json, &report);
     }
+    let relay = if args.baseline_relay && matches!(args.scenario, Scenario::Direct) {
+        Some(relay::run(&args).await?)
+    } else {
+        None
+    };
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
     let base = match (&args.url, &spawned) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
@@ -132,14 +162,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let result = match args.scenario {
         Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
+        Scenario::Group => group::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
         Scenario::Store | Scenario::Offline | Scenario::Connections | Scenario::ReconnectStorm => {
             unreachable!("handled above")
         }
     };
-    result.print();
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
+    let outcome = report::Outcome::new(result, relay);
+    outcome.print();
+    write_json(&args.json, &outcome)?;
+    if let Some(path) = &args.report {
+        html::write(path, &outcome)?;
+        eprintln!("report written to {}", path.display());
     }
+    let result = &outcome.report;
     if let Some(s) = spawned {
         s.stop().await;
     }
