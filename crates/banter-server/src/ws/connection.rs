@@ -39,6 +39,10 @@ pub const MAX_BAD_FRAMES: u32 = 32;
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for a connection's sends to be stored and answered.
 pub const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Acks of one connection are stored at most this often; those arriving in
+/// between are coalesced into the next write. A lost ack only means a
+/// redelivery, so cursors can trail the client by this much.
+pub const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// Most pushes taken from the channel before the loop writes.
 const PUSH_BATCH: usize = 128;
 /// Most store pages streamed per loop turn, so other events are not starved.
@@ -173,6 +177,8 @@ struct Connection {
     acks_due: HashMap<ConversationId, u64>,
     /// The ack write in progress.
     ack_write: Option<BoxFuture<'static, AckResult>>,
+    /// When the last ack write started.
+    last_ack_write: Instant,
     /// Conversations seen in pushes but not yet tracked.
     unknown: HashSet<ConversationId>,
     /// Users this device follows for presence.
@@ -210,6 +216,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         sends: FuturesOrdered::new(),
         acks_due: HashMap::new(),
         ack_write: None,
+        last_ack_write: now,
         unknown: HashSet::new(),
         subscriptions: HashSet::new(),
         rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
@@ -232,6 +239,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     // Only now the backlog: every conversation above its cursor is behind.
     c.control.lagged.store(true, Ordering::Release);
     c.run(&mut stream, &mut rx).await;
+    c.store_last_acks().await;
 
     c.unreport_gauges();
     let user = c.auth.user_id;
@@ -255,7 +263,10 @@ impl Connection {
             if !self.flush().await {
                 return;
             }
-            let want = self.delivery.next_deadline().map_or(self.idle_deadline, |d| d.min(self.idle_deadline));
+            let mut want = self.delivery.next_deadline().map_or(self.idle_deadline, |d| d.min(self.idle_deadline));
+            if self.ack_write.is_none() && !self.acks_due.is_empty() {
+                want = want.min(self.last_ack_write + ACK_FLUSH_INTERVAL);
+            }
             if want != timer_at {
                 timer.as_mut().reset(want);
                 timer_at = want;
@@ -295,6 +306,19 @@ impl Connection {
             self.report_gauges();
         }
         self.flush().await;
+    }
+
+    /// Stores the acks still due when the connection ends, so the device's
+    /// next connection does not get those messages again.
+    async fn store_last_acks(&mut self) {
+        if let Some(write) = self.ack_write.take() {
+            let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, write).await;
+        }
+        if !self.acks_due.is_empty() {
+            let acks: Vec<(ConversationId, u64)> = self.acks_due.drain().collect();
+            let store = Arc::clone(&self.state.store);
+            let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, store.ack(self.auth.user_id, self.auth.device_id, acks)).await;
+        }
     }
 
     /// Moves the shared gauges by this connection's change since the last report.
@@ -433,6 +457,11 @@ impl Connection {
         if self.ack_write.is_some() || self.acks_due.is_empty() {
             return;
         }
+        let now = Instant::now();
+        if now < self.last_ack_write + ACK_FLUSH_INTERVAL {
+            return;
+        }
+        self.last_ack_write = now;
         let acks: Vec<(ConversationId, u64)> = self.acks_due.drain().collect();
         let store = Arc::clone(&self.state.store);
         let Auth { user_id, device_id } = self.auth;
