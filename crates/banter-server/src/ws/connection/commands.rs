@@ -1,0 +1,147 @@
+//! The commands a client sends after its hello: one handler per frame type,
+//! each changing the connection's state and queuing its answers.
+
+use super::{frame, Connection};
+use crate::error::ApiError;
+use crate::hub::Push;
+use crate::messaging::{self, SendRequest};
+use crate::views::parse_id;
+use axum::extract::ws::Utf8Bytes;
+use banter_proto::frame::ReceiptKind;
+use banter_proto::{limits, ClientFrame, ErrorCode, ServerFrame};
+use banter_store::{ConversationId, UserId};
+use std::sync::Arc;
+
+impl Connection {
+    /// Sends a receipt to the other members, unless the group is above the fan-out threshold.
+    pub(super) async fn receipt(&mut self, conversation: ConversationId, kind: ReceiptKind, seq: u64) {
+        let threshold = self.state.config.fanout_sync_threshold;
+        let Ok(members) = self.state.members.get(self.state.store.as_ref(), conversation).await else { return };
+        if members.len() as u64 > threshold {
+            return;
+        }
+        let user = self.auth.user_id;
+        let frame: Utf8Bytes =
+            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
+                .to_json()
+                .into();
+        let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
+        self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+    }
+
+    /// Handles one well-formed frame; an error names the `ref` it answers.
+    pub(super) async fn on_frame(&mut self, f: ClientFrame) -> Result<(), (ApiError, String)> {
+        let kind = f.kind();
+        let fail = |e: ApiError| (e, kind.to_owned());
+        match f {
+            ClientFrame::Hello { .. } => Err(fail(ApiError::new(ErrorCode::InvalidFrame, "already authenticated"))),
+            ClientFrame::Heartbeat => {
+                self.out.push(frame(&ServerFrame::HeartbeatAck { server_time: crate::clock::now_ms() }));
+                Ok(())
+            }
+            ClientFrame::Send { client_msg_id, conversation_id, content } => {
+                let Some(conversation) = parse_id(&conversation_id) else {
+                    return Err((ApiError::not_found(), client_msg_id));
+                };
+                let state = Arc::clone(&self.state);
+                let req = SendRequest {
+                    sender: self.auth.user_id,
+                    device: self.auth.device_id,
+                    conversation_id: conversation,
+                    client_msg_id: client_msg_id.clone(),
+                    content,
+                    exclude_origin: true,
+                };
+                self.sends.push_back(Box::pin(async move {
+                    let result = messaging::send(&state, req).await;
+                    (client_msg_id, conversation, result)
+                }));
+                Ok(())
+            }
+            ClientFrame::Ack { conversation_id, seq } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                if !self.delivery.knows(conversation) {
+                    let cursor = self
+                        .state
+                        .store
+                        .cursor(conversation, self.auth.user_id, self.auth.device_id)
+                        .await
+                        .map_err(|e| fail(e.into()))?
+                        .ok_or_else(|| fail(ApiError::not_found()))?;
+                    self.delivery.track(cursor);
+                }
+                let before = self.delivery.unacked();
+                if let Some(s) = self.delivery.on_ack(conversation, seq) {
+                    metrics::counter!("messages_delivered_total").increment((before - self.delivery.unacked()) as u64);
+                    self.acks_due.insert(conversation, s);
+                }
+                Ok(())
+            }
+            ClientFrame::Read { conversation_id, seq } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                let rose =
+                    self.state.store.read(conversation, self.auth.user_id, seq).await.map_err(|e| fail(e.into()))?;
+                if let Some(s) = rose {
+                    self.receipt(conversation, ReceiptKind::Read, s).await;
+                }
+                Ok(())
+            }
+            ClientFrame::Typing { conversation_id } => {
+                let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
+                let members = self
+                    .state
+                    .members
+                    .get(self.state.store.as_ref(), conversation)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                let me = self.auth.user_id;
+                if !members.contains(&me) {
+                    return Err(fail(ApiError::not_found()));
+                }
+                if members.len() as u64 <= self.state.config.fanout_sync_threshold {
+                    let frame: Utf8Bytes =
+                        ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json().into();
+                    let others: Vec<UserId> = members.iter().copied().filter(|&u| u != me).collect();
+                    self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+                }
+                Ok(())
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => {
+                let ids = parse_users(&user_ids).map_err(fail)?;
+                let me = (self.auth.user_id, self.auth.device_id);
+                if self
+                    .state
+                    .presence
+                    .subscribe(me, &ids, &mut self.subscriptions, limits::MAX_PRESENCE_SUBSCRIPTIONS)
+                    .is_none()
+                {
+                    return Err(fail(ApiError::new(
+                        ErrorCode::TooLarge,
+                        "at most 1000 presence subscriptions per connection",
+                    )));
+                }
+                for id in ids {
+                    self.out.push(frame(&ServerFrame::Presence(self.state.presence.view(id))));
+                }
+                Ok(())
+            }
+            ClientFrame::PresenceUnsubscribe { user_ids } => {
+                let ids = parse_users(&user_ids).map_err(fail)?;
+                for id in &ids {
+                    self.subscriptions.remove(id);
+                }
+                self.state.presence.unsubscribe((self.auth.user_id, self.auth.device_id), ids);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
+    if ids.len() > limits::MAX_PRESENCE_SUBSCRIPTIONS {
+        return Err(ApiError::new(ErrorCode::TooLarge, "at most 1000 user ids"));
+    }
+    ids.iter()
+        .map(|s| parse_id(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidFrame, format!("bad user id {s:?}"))))
+        .collect()
+}
