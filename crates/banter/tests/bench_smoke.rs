@@ -40,6 +40,36 @@ fn direct_open_loop_verifies_delivery() {
 }
 
 #[test]
+fn relay_baseline_and_html_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, html) = (dir.path().join("out.json"), dir.path().join("r.html"));
+    let status = Command::new(env!("CARGO_BIN_EXE_banter"))
+        .args(["bench", "--spawn", "--scenario", "direct", "--pairs", "2", "--duration", "1", "--baseline-relay"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .env("BANTER_LOG", "warn")
+        .status()
+        .expect("run banter bench");
+    assert!(status.success(), "banter bench --baseline-relay failed: {status:?}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["lost"], 0);
+    assert!(r["relay"]["throughput_rps"].as_f64().unwrap() > 0.0, "{}", r["relay"]);
+    assert!(r["ratio_to_relay"].as_f64().unwrap() > 0.0, "{}", r["ratio_to_relay"]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.matches("<svg").count() >= 3, "three charts");
+    // Self-contained: the only URL is the SVG namespace, which is a name, not a request.
+    let urls: Vec<String> = page
+        .match_indices("http")
+        .map(|(i, _)| page[i..].chars().take(60).collect::<String>())
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .filter(|u| !u.starts_with("http://www.w3.org/2000/svg\""))
+        .collect();
+    assert!(urls.is_empty(), "external URLs in the report: {urls:?}");
+}
+
+#[test]
 fn store_scenario_appends_everything() {
     let r = bench(&["--scenario", "store", "--conversations", "50", "--messages", "2000"]);
     assert_eq!(r["messages"], 2000);

@@ -1,5 +1,6 @@
 //! The figures of a run, printed as a table and written as JSON.
 
+use super::relay::RelayResult;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -130,6 +131,37 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// The whole delivery-latency distribution: `(percentile, ms)` points.
     pub latency_distribution: Vec<(f64, f64)>,
+}
+
+/// A run as written out: its [`Report`] and, with `--baseline-relay`, the
+/// same load through a plain relay. The relay's figures sit beside the
+/// report rather than inside it, so every scenario keeps building a
+/// [`Report`] alone; in JSON they appear as two more top-level fields.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub report: Report,
+    /// The same load through a plain WebSocket relay, when measured.
+    pub relay: Option<RelayResult>,
+    /// This run's `throughput_rps` over the relay's.
+    pub ratio_to_relay: Option<f64>,
+}
+
+impl Outcome {
+    /// The outcome of a run, with the ratio to the relay when the relay delivered anything.
+    pub fn new(report: Report, relay: Option<RelayResult>) -> Outcome {
+        let ratio_to_relay =
+            relay.as_ref().filter(|x| x.throughput_rps > 0.0).map(|x| report.throughput_rps / x.throughput_rps);
+        Outcome { report, relay, ratio_to_relay }
+    }
+
+    /// Prints the report's table, then the relay's figures and the ratio.
+    pub fn print(&self) {
+        self.report.print();
+        if let (Some(relay), Some(ratio)) = (&self.relay, self.ratio_to_relay) {
+            relay.print(ratio);
+        }
+    }
 }
 
 /// Points of a latency distribution, for plotting: percentiles from 0 to 99.999.

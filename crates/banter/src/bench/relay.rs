@@ -1,0 +1,313 @@
+//! The `--baseline-relay` measurement: the `direct` load sent through a
+//! minimal WebSocket relay instead of Banter, so a report can say how close
+//! Banter comes to what the machine allows.
+//!
+//! The relay does the least a chat server must do. It takes WebSocket frames
+//! in and writes them out to the other side, with no storage, no sequence
+//! numbers and no delivery acknowledgements. A client sends
+//! `{"type":"hello","token":"<pair>:<s|r>"}` to say which pair it belongs to
+//! and whether it sends or receives, and gets `{"type":"welcome"}`. Every
+//! text frame from the sender of pair i goes verbatim to the receiver of
+//! pair i, and the sender gets a tiny `{"type":"sent"}` for it. Senders are
+//! therefore the same as in the real run: closed loop on `sent` with
+//! `--inflight` sends awaiting it, or open loop at `--rate`, with the same
+//! frames stamped with the same microsecond clock.
+//!
+//! The relay runs inside the bench process, on 127.0.0.1 with a free port.
+//! Server and simulator share the machine, as they do in the real run.
+
+use super::direct::{connect, micros, send, Pair};
+use super::progress::Progress;
+use super::report::{distribution, histogram, Percentiles, Second, Timeline};
+use super::BenchArgs;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// Frames the relay holds for a receiver before the sender has to wait.
+const QUEUE: usize = 1024;
+
+/// The relay's answer to every forwarded frame.
+const SENT: &str = r#"{"type":"sent"}"#;
+
+/// What the relay run measured, reported next to the real run.
+#[derive(Debug, Serialize)]
+pub struct RelayResult {
+    pub pairs: usize,
+    pub duration_s: f64,
+    /// Target total rate (open loop), or null when sending as fast as `sent` allows.
+    pub rate: Option<u64>,
+    /// Sends answered with `sent`.
+    pub sent_acknowledged: u64,
+    /// Frames that reached the receiving side.
+    pub delivered: u64,
+    /// Deliveries per second while sending.
+    pub throughput_rps: f64,
+    /// `sent` answers per second while sending.
+    pub acked_sends_per_s: f64,
+    /// Send (or scheduled send, open loop) → receipt at the other side.
+    pub message_delivery_latency_ms: Percentiles,
+    /// Deliveries and latency percentiles per second.
+    pub timeline: Vec<Second>,
+    /// The whole delivery-latency distribution: `(percentile, ms)` points.
+    pub latency_distribution: Vec<(f64, f64)>,
+}
+
+impl RelayResult {
+    /// Prints the relay's figures and how the real run compares, under the real run's table.
+    pub fn print(&self, ratio: f64) {
+        let l = &self.message_delivery_latency_ms;
+        println!(
+            "relay baseline      {:.0} delivered/s   latency ms p50 {:.3}  p99 {:.3}  p99.9 {:.3}",
+            self.throughput_rps, l.p50, l.p99, l.p999
+        );
+        println!("ratio_to_relay      {ratio:.3} (throughput of this run / relay throughput)");
+    }
+}
+
+/// Runs the `direct` load of `args` through an in-process relay.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("ws://{}/", listener.local_addr()?);
+    let relay = tokio::spawn(serve(listener));
+    eprintln!("relay baseline: {} pairs through a plain WebSocket relay", args.pairs);
+    let epoch = Instant::now();
+    let pairs: Vec<Arc<Pair>> = (0..args.pairs).map(|_| Arc::default()).collect();
+    let mut receivers = Vec::with_capacity(args.pairs);
+    let mut senders = Vec::with_capacity(args.pairs);
+    for p in 0..args.pairs {
+        receivers.push(connect(&url, &format!("{p}:r")).await?);
+        senders.push(connect(&url, &format!("{p}:s")).await?);
+    }
+    let start = Instant::now();
+    let stop_at = start + Duration::from_secs(args.duration);
+    let drain_until = stop_at + Duration::from_secs(args.drain);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let interval = args.rate.map(|r| Duration::from_secs_f64(args.pairs as f64 / r.max(1) as f64));
+    let mut recv_tasks = Vec::new();
+    for (p, ws) in receivers.into_iter().enumerate() {
+        let (pair, delivered) = (Arc::clone(&pairs[p]), Arc::clone(&delivered));
+        recv_tasks.push(tokio::spawn(receive(ws, pair, epoch, start, stop_at, drain_until, delivered)));
+    }
+    let mut send_tasks = Vec::new();
+    for (p, ws) in senders.into_iter().enumerate() {
+        // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
+        let conv = format!("{}", 300_000_000_000_000_000 + p as u64);
+        let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
+        let pair = Arc::clone(&pairs[p]);
+        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, start + offset, stop_at, interval, args.inflight)));
+    }
+    let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
+    let progress = Progress::start("relay ", start, args.duration, Arc::clone(&delivered), recent);
+    let (mut confirmed, mut acked_in_window) = (0, 0);
+    for t in send_tasks {
+        let s = t.await??;
+        confirmed += s.confirmed;
+        acked_in_window += s.in_window;
+    }
+    let mut latency = histogram();
+    let mut timeline = Timeline::new(start);
+    let (mut received, mut in_window) = (0, 0);
+    for t in recv_tasks {
+        let r = t.await??;
+        received += r.received;
+        in_window += r.in_window;
+        latency.add(&r.latency)?;
+        timeline.merge(&r.timeline);
+    }
+    progress.finish();
+    relay.abort();
+    let secs = args.duration as f64;
+    Ok(RelayResult {
+        pairs: args.pairs,
+        duration_s: secs,
+        rate: args.rate,
+        sent_acknowledged: confirmed,
+        delivered: received,
+        throughput_rps: in_window as f64 / secs,
+        acked_sends_per_s: acked_in_window as f64 / secs,
+        message_delivery_latency_ms: Percentiles::of(&latency),
+        timeline: timeline.seconds(),
+        latency_distribution: distribution(&latency),
+    })
+}
+
+/// The receiving side of each pair: the relay's queue to it, taken by whichever side connects first.
+struct Slot {
+    tx: mpsc::Sender<Utf8Bytes>,
+    rx: Option<mpsc::Receiver<Utf8Bytes>>,
+}
+
+type Slots = Arc<Mutex<HashMap<usize, Slot>>>;
+
+/// Accepts relay connections until aborted; aborting it also ends every connection.
+async fn serve(listener: TcpListener) {
+    let slots: Slots = Arc::default();
+    let mut connections = JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(stream, Arc::clone(&slots)));
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+/// One relay connection: the hello, then forwarding (a sender) or delivering (a receiver).
+async fn connection(stream: TcpStream, slots: Slots) -> anyhow::Result<()> {
+    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+    let hello = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break t,
+            Some(Ok(_)) => continue,
+            _ => return Ok(()),
+        }
+    };
+    let (pair, sender) = parse_hello(&hello).ok_or_else(|| anyhow::anyhow!("bad relay hello: {hello}"))?;
+    ws.send(Message::text(r#"{"type":"welcome"}"#)).await?;
+    let side = {
+        let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots.entry(pair).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            Slot { tx, rx: Some(rx) }
+        });
+        if sender {
+            Side::Sender(slot.tx.clone())
+        } else {
+            Side::Receiver(slot.rx.take().ok_or_else(|| anyhow::anyhow!("pair {pair} has a receiver already"))?)
+        }
+    };
+    match side {
+        Side::Sender(tx) => forward(ws, tx).await,
+        Side::Receiver(rx) => deliver(ws, rx).await,
+    }
+}
+
+/// A relay client's end of its pair's queue.
+enum Side {
+    Sender(mpsc::Sender<Utf8Bytes>),
+    Receiver(mpsc::Receiver<Utf8Bytes>),
+}
+
+/// The pair index and whether the client is its sender, from `{"token":"<pair>:<s|r>"}`.
+fn parse_hello(text: &str) -> Option<(usize, bool)> {
+    let hello: serde_json::Value = serde_json::from_str(text).ok()?;
+    let (pair, role) = hello["token"].as_str()?.split_once(':')?;
+    Some((pair.parse().ok()?, role == "s"))
+}
+
+/// Forwards a sender's text frames to its receiver's queue and answers each with `sent`.
+async fn forward<S>(mut ws: WebSocketStream<S>, tx: mpsc::Sender<Utf8Bytes>) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut next = ws.next().await;
+    loop {
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                tx.send(t).await?;
+                ws.feed(Message::text(SENT)).await?;
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
+            Some(Ok(_)) => {}
+        }
+        // Answers go out together when no further frame is waiting, as a server batches its writes.
+        next = match ws.next().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                ws.flush().await?;
+                ws.next().await
+            }
+        };
+    }
+}
+
+/// Writes a receiver's queued frames to it, flushing when the queue is empty.
+async fn deliver<S>(mut ws: WebSocketStream<S>, mut rx: mpsc::Receiver<Utf8Bytes>) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        tokio::select! {
+            queued = rx.recv() => {
+                let Some(text) = queued else { return Ok(()) };
+                ws.feed(Message::Text(text)).await?;
+                while let Ok(text) = rx.try_recv() {
+                    ws.feed(Message::Text(text)).await?;
+                }
+                ws.flush().await?;
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// What a relay receiver counted.
+struct Received {
+    timeline: Timeline,
+    received: u64,
+    in_window: u64,
+    latency: Histogram<u64>,
+}
+
+/// A relay receiver: parses each frame as the real receiver does, and takes
+/// the latency from the stamp in its text. It stops once it holds everything
+/// its sender got `sent` for, or when the drain time is over.
+async fn receive<S>(
+    mut ws: WebSocketStream<S>,
+    pair: Arc<Pair>,
+    epoch: Instant,
+    start: Instant,
+    stop_at: Instant,
+    drain_until: Instant,
+    delivered: Arc<AtomicU64>,
+) -> anyhow::Result<Received>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut stats = Received { timeline: Timeline::new(start), received: 0, in_window: 0, latency: histogram() };
+    loop {
+        if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
+            break;
+        }
+        let frame = match ws.next().now_or_never() {
+            Some(f) => f,
+            None => match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+                Ok(f) => f,
+                Err(_) if Instant::now() > drain_until => break,
+                Err(_) => continue,
+            },
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        let now = Instant::now();
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Some(sent_at) = frame["content"]["text"].as_str().and_then(|t| t.parse::<u64>().ok()) else { continue };
+        stats.received += 1;
+        delivered.fetch_add(1, Ordering::Relaxed);
+        if now < stop_at {
+            stats.in_window += 1;
+        }
+        let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
+        stats.latency.record(latency)?;
+        stats.timeline.record(now, latency);
+        pair.recent.record(latency);
+    }
+    let _ = ws.close(None).await;
+    Ok(stats)
+}
