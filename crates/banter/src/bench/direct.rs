@@ -54,6 +54,92 @@ pub(super) struct ReceiverStats {
     pub(super) latency: Histogram<u64>,
 }
 
+/// The sum of a run's senders and receivers, turned into its [`Report`].
+pub(super) struct Tally {
+    send_to_sent: Histogram<u64>,
+    latency: Histogram<u64>,
+    timeline: Timeline,
+    confirmed: u64,
+    errors: u64,
+    acked_in_window: u64,
+    received: u64,
+    in_window: u64,
+    duplicates: u64,
+    reordered: u64,
+    lost: u64,
+}
+
+impl Tally {
+    pub(super) fn new(start: Instant) -> Tally {
+        Tally {
+            send_to_sent: histogram(),
+            latency: histogram(),
+            timeline: Timeline::new(start),
+            confirmed: 0,
+            errors: 0,
+            acked_in_window: 0,
+            received: 0,
+            in_window: 0,
+            duplicates: 0,
+            reordered: 0,
+            lost: 0,
+        }
+    }
+
+    /// Adds a sender; returns how many of its sends were confirmed.
+    pub(super) fn sender(&mut self, s: SenderStats) -> anyhow::Result<u64> {
+        self.confirmed += s.confirmed;
+        self.errors += s.errors;
+        self.acked_in_window += s.in_window;
+        self.send_to_sent.add(&s.send_to_sent)?;
+        Ok(s.confirmed)
+    }
+
+    /// Adds a receiver whose sender had `expected` sends confirmed.
+    pub(super) fn receiver(&mut self, r: ReceiverStats, expected: u64) -> anyhow::Result<()> {
+        self.received += r.received;
+        self.in_window += r.in_window;
+        self.duplicates += r.duplicates;
+        self.reordered += r.reordered;
+        self.lost += expected.saturating_sub(r.received);
+        self.latency.add(&r.latency)?;
+        self.timeline.merge(&r.timeline);
+        Ok(())
+    }
+
+    pub(super) fn report(
+        self,
+        args: &BenchArgs,
+        senders: usize,
+        connections: usize,
+        pid: Option<u32>,
+        cpu_before: Option<f64>,
+    ) -> Report {
+        let secs = args.duration as f64;
+        Report {
+            scenario: args.scenario,
+            pairs: senders,
+            duration_s: secs,
+            rate: args.rate,
+            websocket_connections: connections,
+            sent_acknowledged: self.confirmed,
+            send_errors: self.errors,
+            delivered: self.received,
+            lost: self.lost,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            throughput_rps: self.in_window as f64 / secs,
+            acked_sends_per_s: self.acked_in_window as f64 / secs,
+            message_delivery_latency_ms: Percentiles::of(&self.latency),
+            send_to_sent_ms: Percentiles::of(&self.send_to_sent),
+            server_rss_bytes: pid.and_then(server::rss_bytes),
+            server_cpu_seconds: pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
+            timeline: self.timeline.seconds(),
+            latency_distribution: distribution(&self.latency),
+        }
+    }
+}
+
 /// Opens a WebSocket and completes the hello.
 pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
@@ -106,50 +192,16 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
-    let mut send_to_sent = histogram();
-    let (mut confirmed, mut errors, mut acked_in_window) = (0, 0, 0);
+    let mut tally = Tally::new(start);
+    let mut confirmed = Vec::with_capacity(args.pairs);
     for t in send_tasks {
-        let s = t.await??;
-        confirmed += s.confirmed;
-        errors += s.errors;
-        acked_in_window += s.in_window;
-        send_to_sent.add(&s.send_to_sent)?;
+        confirmed.push(tally.sender(t.await??)?);
     }
-    let mut latency = histogram();
-    let mut timeline = Timeline::new(start);
-    let (mut received, mut in_window, mut duplicates, mut reordered) = (0, 0, 0, 0);
-    for t in recv_tasks {
-        let r = t.await??;
-        received += r.received;
-        in_window += r.in_window;
-        duplicates += r.duplicates;
-        reordered += r.reordered;
-        latency.add(&r.latency)?;
-        timeline.merge(&r.timeline);
+    for (p, t) in recv_tasks.into_iter().enumerate() {
+        tally.receiver(t.await??, confirmed[p])?;
     }
     progress.finish();
-    let secs = args.duration as f64;
-    Ok(Report {
-        scenario: args.scenario,
-        pairs: args.pairs,
-        duration_s: secs,
-        rate: args.rate,
-        websocket_connections: args.pairs * 2,
-        sent_acknowledged: confirmed,
-        send_errors: errors,
-        delivered: received,
-        lost: confirmed.saturating_sub(received),
-        duplicates,
-        reordered,
-        throughput_rps: in_window as f64 / secs,
-        acked_sends_per_s: acked_in_window as f64 / secs,
-        message_delivery_latency_ms: Percentiles::of(&latency),
-        send_to_sent_ms: Percentiles::of(&send_to_sent),
-        server_rss_bytes: server_pid.and_then(server::rss_bytes),
-        server_cpu_seconds: server_pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
-        timeline: timeline.seconds(),
-        latency_distribution: distribution(&latency),
-    })
+    Ok(tally.report(args, args.pairs, args.pairs * 2, server_pid, cpu_before))
 }
 
 pub(super) fn micros(epoch: Instant, at: Instant) -> u64 {

@@ -6,10 +6,9 @@
 //! Deliveries are counted per receiving device, so a group of M members
 //! turns each message into M − 1 acknowledged deliveries.
 
-use super::direct::{connect, receive, send, Pair};
-use super::report::{distribution, histogram, Percentiles, Report, Timeline};
+use super::direct::{connect, receive, send, Pair, Tally};
+use super::report::Report;
 use super::{server, setup, BenchArgs};
-use banter_proto::http::{ConversationKind, ConversationView, CreateConversation};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -26,21 +25,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let users = setup::accounts(&http, base, &setup::run_prefix(), groups * members).await?;
     let mut conversations = Vec::with_capacity(groups);
     for g in users.chunks(members) {
-        let body = CreateConversation {
-            kind: ConversationKind::Group,
-            title: Some("bench".into()),
-            members: g[1..].iter().map(|a| a.user_id.clone()).collect(),
-        };
-        let c: ConversationView = http
-            .post(format!("{base}/v1/conversations"))
-            .bearer_auth(&g[0].token)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        conversations.push(c.conversation_id);
+        conversations.push(setup::group(&http, base, &g[0], &g[1..]).await?);
     }
     let ws_url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
     eprintln!("opening {} connections", groups * members);
@@ -71,48 +56,13 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         }
     }
     eprintln!("sending for {} s", args.duration);
-    let mut send_to_sent = histogram();
-    let (mut confirmed, mut errors, mut acked_in_window) = (vec![0u64; groups], 0, 0);
-    for (g, t) in senders.into_iter().enumerate() {
-        let s = t.await??;
-        confirmed[g] = s.confirmed;
-        errors += s.errors;
-        acked_in_window += s.in_window;
-        send_to_sent.add(&s.send_to_sent)?;
+    let mut tally = Tally::new(start);
+    let mut confirmed = Vec::with_capacity(groups);
+    for t in senders {
+        confirmed.push(tally.sender(t.await??)?);
     }
-    let mut latency = histogram();
-    let mut timeline = Timeline::new(start);
-    let (mut received, mut in_window, mut duplicates, mut reordered, mut lost) = (0, 0, 0, 0, 0);
     for (g, t) in receivers {
-        let r = t.await??;
-        received += r.received;
-        in_window += r.in_window;
-        duplicates += r.duplicates;
-        reordered += r.reordered;
-        lost += confirmed[g].saturating_sub(r.received);
-        latency.add(&r.latency)?;
-        timeline.merge(&r.timeline);
+        tally.receiver(t.await??, confirmed[g])?;
     }
-    let secs = args.duration as f64;
-    Ok(Report {
-        scenario: args.scenario,
-        pairs: groups,
-        duration_s: secs,
-        rate: args.rate,
-        websocket_connections: groups * members,
-        sent_acknowledged: confirmed.iter().sum(),
-        send_errors: errors,
-        delivered: received,
-        lost,
-        duplicates,
-        reordered,
-        throughput_rps: in_window as f64 / secs,
-        acked_sends_per_s: acked_in_window as f64 / secs,
-        message_delivery_latency_ms: Percentiles::of(&latency),
-        send_to_sent_ms: Percentiles::of(&send_to_sent),
-        server_rss_bytes: server_pid.and_then(server::rss_bytes),
-        server_cpu_seconds: server_pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
-        timeline: timeline.seconds(),
-        latency_distribution: distribution(&latency),
-    })
+    Ok(tally.report(args, groups, groups * members, server_pid, cpu_before))
 }

@@ -120,71 +120,77 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(s)) => s.base.clone(),
         (None, None) => anyhow::bail!("give --url URL or --spawn"),
     };
-    if let Scenario::Offline = args.scenario {
-        let report = offline::run(&base, args.messages).await;
-        if let Some(s) = spawned {
-            s.stop().await;
+    let pid = spawned.as_ref().map(|s| s.pid);
+    let outcome = match args.scenario {
+        Scenario::Offline => async { finish(&args, &offline::run(&base, args.messages).await?) }.await,
+        Scenario::Connections => {
+            async { finish(&args, &connections::run(&base, args.connections, args.duration, pid).await?) }.await
         }
-        let report = report?;
-        write_json(&args.json, &report)?;
-        anyhow::ensure!(
-            report.lost == 0 && report.reordered == 0,
-            "delivery verification failed: {} lost, {} reordered",
-            report.lost,
-            report.reordered
-        );
-        return Ok(());
-    }
-    if let Scenario::Connections = args.scenario {
-        let report = connections::run(&base, args.connections, args.duration, spawned.as_ref().map(|s| s.pid)).await;
-        if let Some(s) = spawned {
-            s.stop().await;
+        Scenario::ReconnectStorm => async { finish(&args, &storm::run(&base, args.connections).await?) }.await,
+        Scenario::Direct | Scenario::Group => {
+            async {
+                let result = match args.scenario {
+                    Scenario::Group => group::run(&base, &args, pid).await?,
+                    _ => direct::run(&base, &args, pid).await?,
+                };
+                let outcome = report::Outcome::new(result, relay);
+                outcome.print();
+                if let Some(path) = &args.report {
+                    html::write(path, &outcome)?;
+                    eprintln!("report written to {}", path.display());
+                }
+                finish(&args, &outcome)
+            }
+            .await
         }
-        let report = report?;
-        write_json(&args.json, &report)?;
-        anyhow::ensure!(report.held == report.requested, "{} of {} connections held", report.held, report.requested);
-        return Ok(());
-    }
-    if let Scenario::ReconnectStorm = args.scenario {
-        let report = storm::run(&base, args.connections).await;
-        if let Some(s) = spawned {
-            s.stop().await;
-        }
-        let report = report?;
-        write_json(&args.json, &report)?;
-        anyhow::ensure!(
-            report.lost == 0 && report.reordered == 0,
-            "delivery verification failed: {} lost, {} reordered",
-            report.lost,
-            report.reordered
-        );
-        return Ok(());
-    }
-    let result = match args.scenario {
-        Scenario::Direct => direct::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
-        Scenario::Group => group::run(&base, &args, spawned.as_ref().map(|s| s.pid)).await?,
-        Scenario::Store | Scenario::Offline | Scenario::Connections | Scenario::ReconnectStorm => {
-            unreachable!("handled above")
-        }
+        Scenario::Store => unreachable!("handled above"),
     };
-    let outcome = report::Outcome::new(result, relay);
-    outcome.print();
-    write_json(&args.json, &outcome)?;
-    if let Some(path) = &args.report {
-        html::write(path, &outcome)?;
-        eprintln!("report written to {}", path.display());
-    }
-    let result = &outcome.report;
     if let Some(s) = spawned {
         s.stop().await;
     }
-    anyhow::ensure!(
-        result.lost == 0 && result.reordered == 0,
-        "delivery verification failed: {} lost, {} reordered",
-        result.lost,
-        result.reordered
-    );
+    outcome
+}
+
+/// What a scenario checked: the run fails (exits non-zero) when this does.
+pub trait Verified {
+    fn verify(&self) -> anyhow::Result<()>;
+}
+
+/// Checks that nothing was lost or reordered.
+fn delivered_intact(lost: u64, reordered: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(lost == 0 && reordered == 0, "delivery verification failed: {lost} lost, {reordered} reordered");
     Ok(())
+}
+
+impl Verified for report::Outcome {
+    fn verify(&self) -> anyhow::Result<()> {
+        delivered_intact(self.report.lost, self.report.reordered)
+    }
+}
+
+impl Verified for offline::OfflineReport {
+    fn verify(&self) -> anyhow::Result<()> {
+        delivered_intact(self.lost, self.reordered)
+    }
+}
+
+impl Verified for storm::StormReport {
+    fn verify(&self) -> anyhow::Result<()> {
+        delivered_intact(self.lost, self.reordered)
+    }
+}
+
+impl Verified for connections::ConnectionsReport {
+    fn verify(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.held == self.requested, "{} of {} connections held", self.held, self.requested);
+        Ok(())
+    }
+}
+
+/// Writes the JSON, then verifies.
+fn finish(args: &BenchArgs, report: &(impl serde::Serialize + Verified)) -> anyhow::Result<()> {
+    write_json(&args.json, report)?;
+    report.verify()
 }
 
 /// Writes a report as JSON when `--json` was given.

@@ -80,6 +80,30 @@ pub async fn direct(http: &reqwest::Client, base: &str, a: &Account, b: &Account
     Ok(c.conversation_id)
 }
 
+/// A group of `creator` and `members`.
+pub async fn group(
+    http: &reqwest::Client,
+    base: &str,
+    creator: &Account,
+    members: &[Account],
+) -> anyhow::Result<String> {
+    let body = CreateConversation {
+        kind: banter_proto::http::ConversationKind::Group,
+        title: Some("bench".into()),
+        members: members.iter().map(|a| a.user_id.clone()).collect(),
+    };
+    let c: ConversationView = http
+        .post(format!("{base}/v1/conversations"))
+        .bearer_auth(&creator.token)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(c.conversation_id)
+}
+
 /// A unique prefix for this run's usernames.
 pub fn run_prefix() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);

@@ -9,7 +9,6 @@
 use super::connections::{open, raise_open_files, Ws};
 use super::report::{histogram, Percentiles};
 use super::setup;
-use banter_proto::http::{ConversationKind, ConversationView, CreateConversation};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use futures_util::SinkExt;
 use serde::Serialize;
@@ -45,21 +44,7 @@ pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
     let users = n.div_ceil(DEVICES_PER_USER);
     let accounts = setup::accounts(&http, base, &setup::run_prefix(), users + 1).await?;
     let (sender, members) = accounts.split_first().expect("at least two accounts");
-    let body = CreateConversation {
-        kind: ConversationKind::Group,
-        title: Some("storm".into()),
-        members: members.iter().map(|a| a.user_id.clone()).collect(),
-    };
-    let group: ConversationView = http
-        .post(format!("{base}/v1/conversations"))
-        .bearer_auth(&sender.token)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let conv = group.conversation_id;
+    let conv = setup::group(&http, base, sender, members).await?;
     eprintln!("logging in {n} devices");
     let tokens: Vec<String> = stream::iter(0..n)
         .map(|i| setup::login_again(&http, base, &members[i / DEVICES_PER_USER]))
