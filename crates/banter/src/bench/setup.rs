@@ -1,6 +1,8 @@
 //! Accounts and conversations for a run, made over the HTTP API.
 
-use banter_proto::http::{ConversationView, CreateConversation, CreateSession, CreateUser, SessionView};
+use banter_proto::http::{
+    ConversationKind, ConversationView, CreateConversation, CreateSession, CreateUser, SessionView,
+};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 /// Concurrent set-up requests.
@@ -63,21 +65,8 @@ pub async fn accounts(http: &reqwest::Client, base: &str, prefix: &str, n: usize
 
 /// The direct conversation of `a` and `b`.
 pub async fn direct(http: &reqwest::Client, base: &str, a: &Account, b: &Account) -> anyhow::Result<String> {
-    let body = CreateConversation {
-        kind: banter_proto::http::ConversationKind::Direct,
-        title: None,
-        members: vec![b.user_id.clone()],
-    };
-    let c: ConversationView = http
-        .post(format!("{base}/v1/conversations"))
-        .bearer_auth(&a.token)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(c.conversation_id)
+    let body = CreateConversation { kind: ConversationKind::Direct, title: None, members: vec![b.user_id.clone()] };
+    create(http, base, a, &body).await
 }
 
 /// A group of `creator` and `members`.
@@ -88,14 +77,24 @@ pub async fn group(
     members: &[Account],
 ) -> anyhow::Result<String> {
     let body = CreateConversation {
-        kind: banter_proto::http::ConversationKind::Group,
+        kind: ConversationKind::Group,
         title: Some("bench".into()),
         members: members.iter().map(|a| a.user_id.clone()).collect(),
     };
+    create(http, base, creator, &body).await
+}
+
+/// Creates a conversation as `creator`; returns its id.
+async fn create(
+    http: &reqwest::Client,
+    base: &str,
+    creator: &Account,
+    body: &CreateConversation,
+) -> anyhow::Result<String> {
     let c: ConversationView = http
         .post(format!("{base}/v1/conversations"))
         .bearer_auth(&creator.token)
-        .json(&body)
+        .json(body)
         .send()
         .await?
         .error_for_status()?
