@@ -5,10 +5,9 @@
 //! job runs, so it never waits on delivery to a large group; when the queue
 //! is full, new sends wait for room (backpressure) instead of the queue growing.
 
-use crate::hub::Push;
+use crate::hub::{Push, Stored};
 use crate::state::AppState;
-use axum::extract::ws::Utf8Bytes;
-use banter_store::{ConversationId, DeviceId, UserId};
+use banter_store::UserId;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -19,12 +18,7 @@ pub const FANOUT_QUEUE: usize = 1_024;
 #[derive(Debug)]
 pub struct Job {
     pub members: Arc<[UserId]>,
-    pub conversation_id: ConversationId,
-    pub seq: u64,
-    pub ts: i64,
-    pub frame: Utf8Bytes,
-    /// The sending device, which gets `sent` instead of the message.
-    pub origin: Option<DeviceId>,
+    pub message: Arc<Stored>,
 }
 
 /// The queue's sending side; the receiver is taken by [`Fanout::run`].
@@ -57,23 +51,13 @@ impl Fanout {
                 _ = state.shutdown.cancelled() => return,
             };
             metrics::gauge!("fanout_queue_depth").set(rx.len() as f64);
-            push_message(&state, &job.members, job.conversation_id, (job.seq, job.ts), &job.frame, job.origin);
+            push_message(&state, &job.members, &job.message);
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// Pushes one stored message to every member device (the origin device gets a
-/// position-only hint so its delivery state skips its own message).
-pub fn push_message(
-    state: &AppState,
-    members: &[UserId],
-    conversation_id: ConversationId,
-    (seq, ts): (u64, i64),
-    frame: &Utf8Bytes,
-    origin: Option<DeviceId>,
-) {
-    state.hub.push_users(members, |_, device| {
-        Some(Push::Message { conversation_id, seq, ts, frame: frame.clone(), own: origin == Some(device) })
-    });
+/// Pushes one stored message to every member device.
+pub fn push_message(state: &AppState, members: &[UserId], message: &Arc<Stored>) {
+    state.hub.push_users(members, |_, _| Some(Push::Message(Arc::clone(message))));
 }

@@ -17,13 +17,35 @@ use tokio::sync::{mpsc, Notify};
 /// Capacity of each connection's push channel.
 pub const PUSH_QUEUE: usize = 512;
 
-/// Something for one connection to do.
+/// A serialized frame, shared by every connection it is pushed to.
+pub type Frame = Arc<Utf8Bytes>;
+
+/// Serializes nothing more: wraps a frame's JSON for sharing.
+pub fn frame(json: String) -> Frame {
+    Arc::new(Utf8Bytes::from(json))
+}
+
+/// A stored message as pushed: one allocation shared by all its recipients.
+#[derive(Debug)]
+pub struct Stored {
+    pub conversation_id: ConversationId,
+    pub seq: u64,
+    /// When it was stored, for the delivery-latency metric.
+    pub ts: i64,
+    /// The `message` frame, serialized once.
+    pub frame: Utf8Bytes,
+    /// The device that sent it over WebSocket, which gets `sent` and not the message.
+    pub origin: Option<DeviceId>,
+}
+
+/// Something for one connection to do. Kept to two words, because every
+/// connection's channel allocates its slots up front.
 #[derive(Debug, Clone)]
 pub enum Push {
-    /// A message was stored: send `frame` if it is next in line.
-    Message { conversation_id: ConversationId, seq: u64, ts: i64, frame: Utf8Bytes, own: bool },
+    /// A message was stored: send its frame if it is next in line.
+    Message(Arc<Stored>),
     /// An ephemeral frame (typing, receipt, presence, conversation): send it as is.
-    Event(Utf8Bytes),
+    Event(Frame),
     /// The user left a conversation: stop delivering it.
     Left(ConversationId),
 }
@@ -59,7 +81,7 @@ pub struct Link {
 impl Link {
     fn push(&self, push: Push) {
         if let Err(mpsc::error::TrySendError::Full(p)) = self.tx.try_send(push) {
-            if matches!(p, Push::Message { .. } | Push::Left(_)) {
+            if matches!(p, Push::Message(_) | Push::Left(_)) {
                 self.control.lagged.store(true, Ordering::Release);
             }
             metrics::counter!("push_dropped_total").increment(1);

@@ -5,6 +5,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::fanout::{push_message, Job};
+use crate::hub::Stored;
 use crate::state::AppState;
 use crate::views;
 use banter_proto::frame::{validate_content, ContentError};
@@ -82,14 +83,17 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
 /// groups up to the threshold, through the fan-out queue above it.
 async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<DeviceId>) -> ApiResult<()> {
     let members = state.members.get(state.store.as_ref(), m.conversation_id).await?;
-    let frame = views::message_frame(m).into();
+    let message = Arc::new(Stored {
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        ts: m.ts,
+        frame: views::message_frame(m).into(),
+        origin,
+    });
     if members.len() as u64 <= state.config.fanout_sync_threshold {
-        push_message(state, &members, m.conversation_id, (m.seq, m.ts), &frame, origin);
+        push_message(state, &members, &message);
     } else {
-        state
-            .fanout
-            .enqueue(Job { members, conversation_id: m.conversation_id, seq: m.seq, ts: m.ts, frame, origin })
-            .await;
+        state.fanout.enqueue(Job { members, message }).await;
     }
     Ok(())
 }

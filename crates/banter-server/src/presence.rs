@@ -8,7 +8,6 @@
 
 use crate::hub::Push;
 use crate::state::AppState;
-use axum::extract::ws::Utf8Bytes;
 use banter_proto::frame::PresenceStatus;
 use banter_proto::http::PresenceView;
 use banter_proto::ServerFrame;
@@ -133,7 +132,7 @@ impl Presence {
     /// Sends the current presence of `user` to its subscribers and to the
     /// live devices of its direct-conversation peers.
     fn publish(state: &Arc<AppState>, user: UserId) {
-        let frame: Utf8Bytes = ServerFrame::Presence(state.presence.view(user)).to_json().into();
+        let frame = crate::hub::frame(ServerFrame::Presence(state.presence.view(user)).to_json());
         let subscribed: Vec<(UserId, DeviceId)> = state
             .presence
             .subscribers

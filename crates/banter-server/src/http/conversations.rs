@@ -34,8 +34,8 @@ fn announce(state: &AppState, conversation: &Conversation, users: &[UserId]) {
     let mut view = views::conversation(conversation);
     // A new member has read nothing; its read seq starts where it joined.
     view.read_seq = conversation.last_seq;
-    let frame = ServerFrame::Conversation { conversation: view }.to_json().into();
-    state.hub.push_users(users, |_, _| Some(Push::Event(Clone::clone(&frame))));
+    let frame = crate::hub::frame(ServerFrame::Conversation { conversation: view }.to_json());
+    state.hub.push_users(users, |_, _| Some(Push::Event(Arc::clone(&frame))));
 }
 
 /// # `POST /v1/conversations`

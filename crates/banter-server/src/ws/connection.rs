@@ -213,7 +213,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         control,
         sink,
         delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
-        out: Vec::with_capacity(16),
+        out: Vec::new(),
         sends: FuturesOrdered::new(),
         acks_due: HashMap::new(),
         ack_write: None,
@@ -380,19 +380,20 @@ impl Connection {
 
     fn on_push(&mut self, push: Push) {
         match push {
-            Push::Message { conversation_id, seq, ts, frame, own } => {
-                match self.delivery.on_live(conversation_id, seq, own, Instant::now()) {
+            Push::Message(m) => {
+                let own = m.origin == Some(self.auth.device_id);
+                match self.delivery.on_live(m.conversation_id, m.seq, own, Instant::now()) {
                     Live::Send => {
-                        record_latency(ts);
-                        self.out.push(Message::Text(frame));
+                        record_latency(m.ts);
+                        self.out.push(Message::Text(m.frame.clone()));
                     }
                     Live::Skip => {}
                     Live::Unknown => {
-                        self.unknown.insert(conversation_id);
+                        self.unknown.insert(m.conversation_id);
                     }
                 }
             }
-            Push::Event(frame) => self.out.push(Message::Text(frame)),
+            Push::Event(frame) => self.out.push(Message::Text((*frame).clone())),
             Push::Left(conversation) => self.delivery.forget(conversation),
         }
     }

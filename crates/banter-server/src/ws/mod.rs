@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Read buffer of each connection. Small, because most connections idle.
-pub const READ_BUFFER: usize = 4 * 1024;
+pub const READ_BUFFER: usize = 2 * 1024;
 
 /// # `GET /v1/ws`
 pub async fn upgrade(

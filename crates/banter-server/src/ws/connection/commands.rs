@@ -6,7 +6,6 @@ use crate::error::ApiError;
 use crate::hub::Push;
 use crate::messaging::{self, SendRequest};
 use crate::views::parse_id;
-use axum::extract::ws::Utf8Bytes;
 use banter_proto::frame::ReceiptKind;
 use banter_proto::{limits, ClientFrame, ErrorCode, ServerFrame};
 use banter_store::{ConversationId, UserId};
@@ -21,10 +20,7 @@ impl Connection {
             return;
         }
         let user = self.auth.user_id;
-        let frame: Utf8Bytes =
-            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
-                .to_json()
-                .into();
+        let frame = crate::hub::frame(ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }.to_json());
         let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
         self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
     }
@@ -99,8 +95,7 @@ impl Connection {
                     return Err(fail(ApiError::not_found()));
                 }
                 if members.len() as u64 <= self.state.config.fanout_sync_threshold {
-                    let frame: Utf8Bytes =
-                        ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json().into();
+                    let frame = crate::hub::frame(ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json());
                     let others: Vec<UserId> = members.iter().copied().filter(|&u| u != me).collect();
                     self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
                 }
