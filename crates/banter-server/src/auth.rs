@@ -67,13 +67,60 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Most tokens remembered; past it the cache is emptied.
+const MAX_CACHED_TOKENS: usize = 1 << 20;
+
+/// Tokens already resolved by this node, so that a request or a hello does
+/// not read the store to authenticate. Logout removes the device's entry
+/// before it answers, so a revoked token stops working at once here.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    inner: std::sync::Mutex<TokenMaps>,
+}
+
+#[derive(Debug, Default)]
+struct TokenMaps {
+    by_hash: std::collections::HashMap<[u8; 32], Auth>,
+    by_device: std::collections::HashMap<DeviceId, [u8; 32]>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Auth> {
+        self.inner.lock().expect("token cache lock").by_hash.get(hash).copied()
+    }
+
+    fn insert(&self, hash: [u8; 32], auth: Auth) {
+        let mut maps = self.inner.lock().expect("token cache lock");
+        if maps.by_hash.len() >= MAX_CACHED_TOKENS {
+            maps.by_hash.clear();
+            maps.by_device.clear();
+        }
+        maps.by_hash.insert(hash, auth);
+        maps.by_device.insert(auth.device_id, hash);
+    }
+
+    /// Forgets a device's token (logout).
+    pub fn forget_device(&self, device: DeviceId) {
+        let mut maps = self.inner.lock().expect("token cache lock");
+        if let Some(hash) = maps.by_device.remove(&device) {
+            maps.by_hash.remove(&hash);
+        }
+    }
+}
+
 /// Resolves a token to its live device.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiError> {
     if token.is_empty() || token.len() > 128 {
         return Err(ApiError::unauthorized());
     }
-    let device = state.store.device_by_token(token_hash(token)).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(Auth { user_id: device.user_id, device_id: device.id })
+    let hash = token_hash(token);
+    if let Some(auth) = state.tokens.get(&hash) {
+        return Ok(auth);
+    }
+    let device = state.store.device_by_token(hash).await?.ok_or_else(ApiError::unauthorized)?;
+    let auth = Auth { user_id: device.user_id, device_id: device.id };
+    state.tokens.insert(hash, auth);
+    Ok(auth)
 }
 
 impl FromRequestParts<Arc<AppState>> for Auth {

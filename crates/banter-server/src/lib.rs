@@ -51,6 +51,7 @@ pub fn state(
         members: Default::default(),
         presence: Default::default(),
         fanout: Default::default(),
+        tokens: Default::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),

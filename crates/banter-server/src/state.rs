@@ -22,6 +22,8 @@ pub struct AppState {
     pub presence: Presence,
     pub ids: Snowflake,
     pub fanout: Fanout,
+    /// Tokens resolved by this node.
+    pub tokens: crate::auth::TokenCache,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// Owns every connection task and background task, so shutdown can wait for them.

@@ -42,6 +42,7 @@ pub async fn create(
 /// Logs out: the token stops working at once and the device's live connection is closed with 4001.
 pub async fn delete_current(State(state): State<Arc<AppState>>, auth: Auth) -> ApiResult<StatusCode> {
     state.store.revoke_device(auth.device_id).await?;
+    state.tokens.forget_device(auth.device_id);
     state.hub.close_device(auth.user_id, auth.device_id, close::UNAUTHORIZED);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,7 +20,10 @@ impl Connection {
             return;
         }
         let user = self.auth.user_id;
-        let frame = crate::hub::frame(ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }.to_json());
+        let frame = crate::hub::frame(
+            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
+                .to_json(),
+        );
         let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
         self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
     }
@@ -95,7 +98,8 @@ impl Connection {
                     return Err(fail(ApiError::not_found()));
                 }
                 if members.len() as u64 <= self.state.config.fanout_sync_threshold {
-                    let frame = crate::hub::frame(ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json());
+                    let frame =
+                        crate::hub::frame(ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json());
                     let others: Vec<UserId> = members.iter().copied().filter(|&u| u != me).collect();
                     self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
                 }
