@@ -9,7 +9,7 @@
 //! receiver waits until it holds everything its sender got `sent` for.
 
 use super::progress::{Progress, Recent};
-use super::report::{distribution, histogram, Percentiles, Report, Timeline};
+use super::report::{distribution, histogram, Percentiles, Report, Samples, Timeline};
 use super::{server, setup, BenchArgs};
 use banter_proto::ServerFrame;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// How often an idle receiver checks whether its sender has finished. Kept
+/// long enough that thousands of idle receivers cost the simulator little.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Messages a receiver takes before it acknowledges, when more keep coming.
 const ACK_EVERY: u64 = 64;
 
@@ -46,12 +49,11 @@ pub(super) struct SenderStats {
 }
 
 pub(super) struct ReceiverStats {
-    pub(super) timeline: Timeline,
+    pub(super) samples: Samples,
     pub(super) received: u64,
     pub(super) in_window: u64,
     pub(super) duplicates: u64,
     pub(super) reordered: u64,
-    pub(super) latency: Histogram<u64>,
 }
 
 /// The sum of a run's senders and receivers, turned into its [`Report`].
@@ -70,11 +72,11 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn new(start: Instant) -> Tally {
+    pub(super) fn new() -> Tally {
         Tally {
             send_to_sent: histogram(),
             latency: histogram(),
-            timeline: Timeline::new(start),
+            timeline: Timeline::new(),
             confirmed: 0,
             errors: 0,
             acked_in_window: 0,
@@ -102,8 +104,7 @@ impl Tally {
         self.duplicates += r.duplicates;
         self.reordered += r.reordered;
         self.lost += expected.saturating_sub(r.received);
-        self.latency.add(&r.latency)?;
-        self.timeline.merge(&r.timeline);
+        r.samples.add_to(&mut self.latency, &mut self.timeline);
         Ok(())
     }
 
@@ -192,7 +193,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
-    let mut tally = Tally::new(start);
+    let mut tally = Tally::new();
     let mut confirmed = Vec::with_capacity(args.pairs);
     for t in send_tasks {
         confirmed.push(tally.sender(t.await??)?);
@@ -304,14 +305,8 @@ pub(super) async fn receive(
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
 ) -> anyhow::Result<ReceiverStats> {
-    let mut stats = ReceiverStats {
-        timeline: Timeline::new(start),
-        received: 0,
-        in_window: 0,
-        duplicates: 0,
-        reordered: 0,
-        latency: histogram(),
-    };
+    let mut stats =
+        ReceiverStats { samples: Samples::new(start), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
     let mut last_seq = 0u64;
     let mut acked = 0u64;
     loop {
@@ -328,7 +323,8 @@ pub(super) async fn receive(
                         .await?;
                     acked = last_seq;
                 }
-                match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+                // Idle: wake now and then only to see whether the sender is done.
+                match tokio::time::timeout(IDLE_CHECK, ws.next()).await {
                     Ok(f) => f,
                     Err(_) if Instant::now() > drain_until => break,
                     Err(_) => continue,
@@ -360,8 +356,7 @@ pub(super) async fn receive(
             .and_then(|c| c["text"].as_str().and_then(|t| t.parse().ok()));
         if let Some(sent_at) = stamp {
             let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
-            stats.latency.record(latency)?;
-            stats.timeline.record(now, latency);
+            stats.samples.record(now, latency);
             pair.recent.record(latency);
         }
         if last_seq - acked >= ACK_EVERY {

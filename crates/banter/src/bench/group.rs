@@ -56,7 +56,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         }
     }
     eprintln!("sending for {} s", args.duration);
-    let mut tally = Tally::new(start);
+    let mut tally = Tally::new();
     let mut confirmed = Vec::with_capacity(groups);
     for t in senders {
         confirmed.push(tally.sender(t.await??)?);

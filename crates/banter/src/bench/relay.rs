@@ -18,10 +18,9 @@
 
 use super::direct::{connect, micros, send, Pair};
 use super::progress::Progress;
-use super::report::{distribution, histogram, Percentiles, Second, Timeline};
+use super::report::{distribution, histogram, Percentiles, Samples, Second, Timeline};
 use super::BenchArgs;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,14 +115,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         acked_in_window += s.in_window;
     }
     let mut latency = histogram();
-    let mut timeline = Timeline::new(start);
+    let mut timeline = Timeline::new();
     let (mut received, mut in_window) = (0, 0);
     for t in recv_tasks {
         let r = t.await??;
         received += r.received;
         in_window += r.in_window;
-        latency.add(&r.latency)?;
-        timeline.merge(&r.timeline);
+        r.samples.add_to(&mut latency, &mut timeline);
     }
     progress.finish();
     relay.abort();
@@ -256,10 +254,9 @@ where
 
 /// What a relay receiver counted.
 struct Received {
-    timeline: Timeline,
+    samples: Samples,
     received: u64,
     in_window: u64,
-    latency: Histogram<u64>,
 }
 
 /// A relay receiver: parses each frame as the real receiver does, and takes
@@ -277,14 +274,14 @@ async fn receive<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut stats = Received { timeline: Timeline::new(start), received: 0, in_window: 0, latency: histogram() };
+    let mut stats = Received { samples: Samples::new(start), received: 0, in_window: 0 };
     loop {
         if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
             break;
         }
         let frame = match ws.next().now_or_never() {
             Some(f) => f,
-            None => match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            None => match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
                 Ok(f) => f,
                 Err(_) if Instant::now() > drain_until => break,
                 Err(_) => continue,
@@ -304,8 +301,7 @@ where
             stats.in_window += 1;
         }
         let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
-        stats.latency.record(latency)?;
-        stats.timeline.record(now, latency);
+        stats.samples.record(now, latency);
         pair.recent.record(latency);
     }
     let _ = ws.close(None).await;

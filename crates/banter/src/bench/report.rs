@@ -37,13 +37,42 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Deliveries per second of a run, each second with its latency histogram,
-/// so the report can show throughput and percentiles over time. Each
-/// receiving task keeps its own and they are merged at the end, so recording
-/// takes no lock.
-#[derive(Debug, Clone)]
+/// so the report can show throughput and percentiles over time. Built at the
+/// end of a run from every receiver's [`Samples`].
+#[derive(Debug, Clone, Default)]
 pub struct Timeline {
-    start: tokio::time::Instant,
     seconds: Vec<Histogram<u64>>,
+}
+
+/// The latencies one receiver saw, 8 bytes each: the second (since sending
+/// began) and the latency in microseconds. Receivers keep these instead of
+/// histograms of their own, which cost over 100 KiB each and would not fit
+/// in memory for thousands of receivers; [`Samples::add_to`] folds them
+/// into the run's histogram and timeline at the end.
+#[derive(Debug)]
+pub struct Samples {
+    start: tokio::time::Instant,
+    points: Vec<(u32, u32)>,
+}
+
+impl Samples {
+    pub fn new(start: tokio::time::Instant) -> Samples {
+        Samples { start, points: Vec::new() }
+    }
+
+    pub fn record(&mut self, at: tokio::time::Instant, latency_us: u64) {
+        let second = at.saturating_duration_since(self.start).as_secs() as u32;
+        self.points.push((second, latency_us.min(u32::MAX as u64) as u32));
+    }
+
+    /// Adds every sample to the run's latency histogram and timeline.
+    pub fn add_to(&self, latency: &mut Histogram<u64>, timeline: &mut Timeline) {
+        for &(second, us) in &self.points {
+            let us = u64::from(us).max(1);
+            let _ = latency.record(us);
+            timeline.record_second(second as usize, us);
+        }
+    }
 }
 
 /// One second of a [`Timeline`], as reported.
@@ -58,26 +87,16 @@ pub struct Second {
 }
 
 impl Timeline {
-    pub fn new(start: tokio::time::Instant) -> Timeline {
-        Timeline { start, seconds: Vec::new() }
+    pub fn new() -> Timeline {
+        Timeline { seconds: Vec::new() }
     }
 
-    /// Records a delivery at `at` with its latency in microseconds.
-    pub fn record(&mut self, at: tokio::time::Instant, latency_us: u64) {
-        let second = at.saturating_duration_since(self.start).as_secs() as usize;
+    /// Records a delivery in the given second with its latency in microseconds.
+    pub fn record_second(&mut self, second: usize, latency_us: u64) {
         while self.seconds.len() <= second {
             self.seconds.push(histogram());
         }
         let _ = self.seconds[second].record(latency_us.max(1));
-    }
-
-    pub fn merge(&mut self, other: &Timeline) {
-        while self.seconds.len() < other.seconds.len() {
-            self.seconds.push(histogram());
-        }
-        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
-            let _ = mine.add(theirs);
-        }
     }
 
     pub fn seconds(&self) -> Vec<Second> {
