@@ -81,15 +81,11 @@ pub trait Store: Send + Sync + 'static {
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>>;
     /// The cursor of a device in one conversation, if the user is a member.
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>>;
-    /// Records cumulative acks of one device, `(conversation, seq)` each, in
-    /// one write; returns the conversations where the user's delivered seq
-    /// rose, with its new value. Conversations the user is not in are skipped.
-    async fn ack(
-        &self,
-        user: UserId,
-        device: DeviceId,
-        acks: Vec<(ConversationId, u64)>,
-    ) -> Result<Vec<(ConversationId, u64)>>;
+    /// Records cumulative acks of one device in one write; returns the
+    /// conversations (among those asking for receipts) where the user's
+    /// delivered seq rose, with its new value. Acks asking for receipts in
+    /// conversations the user is not in are skipped.
+    async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>>;
     /// Records that the user read up to `seq`; returns the new read seq if it rose.
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>>;
 }

@@ -102,3 +102,14 @@ pub enum SeqRange {
     /// The newest messages with seq below this one (`u64::MAX` for the newest).
     Before(u64),
 }
+
+/// One cumulative acknowledgement of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub conversation_id: ConversationId,
+    pub seq: u64,
+    /// Whether the user's delivered seq is kept for receipts. Groups above
+    /// the fan-out threshold get no receipts, so their acks skip that write
+    /// and the membership check: the caller acks only what it was pushed.
+    pub receipts: bool,
+}

@@ -2,7 +2,11 @@
 //! membership, and what survives a reopen.
 
 use banter_store::sqlite::{SqliteStore, Synchronous};
-use banter_store::{NewMessage, SeqRange, Store, StoreError};
+use banter_store::{Ack, NewMessage, SeqRange, Store, StoreError};
+
+fn ack(conversation: i64, seq: u64) -> Vec<Ack> {
+    vec![Ack { conversation_id: conversation, seq, receipts: true }]
+}
 use std::sync::Arc;
 
 fn message(conversation: i64, sender: i64, client_msg_id: &str, id: i64) -> NewMessage {
@@ -76,7 +80,7 @@ async fn seqs_and_cursors_survive_a_reopen() {
         for i in 0..5 {
             store.append(message(conv, a.id, &format!("m{i}"), i + 1)).await.unwrap();
         }
-        assert_eq!(store.ack(b.id, device, vec![(conv, 3)]).await.unwrap(), vec![(conv, 3)]);
+        assert_eq!(store.ack(b.id, device, ack(conv, 3)).await.unwrap(), vec![(conv, 3)]);
         (a, b, conv, device)
     };
     let store = SqliteStore::open(dir.path(), Synchronous::Full).unwrap();
@@ -85,8 +89,8 @@ async fn seqs_and_cursors_survive_a_reopen() {
     let cursor = store.cursor(conv, b.id, device).await.unwrap().unwrap();
     assert_eq!((cursor.acked_seq, cursor.last_seq), (3, 6));
     // Cursors never move back, and are capped at the last seq.
-    assert_eq!(store.ack(b.id, device, vec![(conv, 2)]).await.unwrap(), vec![]);
-    assert_eq!(store.ack(b.id, device, vec![(conv, 100)]).await.unwrap(), vec![(conv, 6)]);
+    assert_eq!(store.ack(b.id, device, ack(conv, 2)).await.unwrap(), vec![]);
+    assert_eq!(store.ack(b.id, device, ack(conv, 100)).await.unwrap(), vec![(conv, 6)]);
     assert_eq!(store.cursor(conv, b.id, device).await.unwrap().unwrap().acked_seq, 6);
     assert_eq!(store.device_by_token([7; 32]).await.unwrap().unwrap().id, device);
 }

@@ -19,7 +19,7 @@ use crate::views;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use banter_proto::frame::{FrameRef, ReceiptKind};
 use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
-use banter_store::{ConversationId, SeqRange, StoredMessage, UserId};
+use banter_store::{Ack, ConversationId, SeqRange, StoredMessage, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -316,7 +316,7 @@ impl Connection {
             let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, write).await;
         }
         if !self.acks_due.is_empty() {
-            let acks: Vec<(ConversationId, u64)> = self.acks_due.drain().collect();
+            let acks = self.take_acks();
             let store = Arc::clone(&self.state.store);
             let _ =
                 tokio::time::timeout(SEND_DRAIN_TIMEOUT, store.ack(self.auth.user_id, self.auth.device_id, acks)).await;
@@ -465,10 +465,24 @@ impl Connection {
             return;
         }
         self.last_ack_write = now;
-        let acks: Vec<(ConversationId, u64)> = self.acks_due.drain().collect();
+        let acks = self.take_acks();
         let store = Arc::clone(&self.state.store);
         let Auth { user_id, device_id } = self.auth;
         self.ack_write = Some(Box::pin(async move { store.ack(user_id, device_id, acks).await }));
+    }
+
+    /// The acks due, marked for receipts unless their group is above the fan-out threshold.
+    fn take_acks(&mut self) -> Vec<Ack> {
+        let threshold = self.state.config.fanout_sync_threshold;
+        let delivery = &self.delivery;
+        self.acks_due
+            .drain()
+            .map(|(conversation_id, seq)| Ack {
+                conversation_id,
+                seq,
+                receipts: delivery.member_count(conversation_id).is_none_or(|n| n <= threshold),
+            })
+            .collect()
     }
 
     async fn on_acks_stored(&mut self, result: AckResult) {

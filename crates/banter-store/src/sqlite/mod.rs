@@ -526,23 +526,27 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ack(
-        &self,
-        user: UserId,
-        device: DeviceId,
-        acks: Vec<(ConversationId, u64)>,
-    ) -> Result<Vec<(ConversationId, u64)>> {
+    async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>> {
         self.writer
             .write_unguarded(move |c| {
                 // Both writes only move positions forward: harmless to keep if a later step fails.
                 let mut rose = Vec::new();
-                for (conversation, seq) in acks {
-                    let Some(seq) = capped_seq(c, conversation, user, seq)? else { continue };
+                for ack in acks {
+                    let conversation = ack.conversation_id;
+                    let seq = if ack.receipts {
+                        let Some(seq) = capped_seq(c, conversation, user, ack.seq)? else { continue };
+                        seq
+                    } else {
+                        (ack.seq.min(i64::MAX as u64) as i64).min(writer::last_seq(c, conversation)?)
+                    };
                     c.prepare_cached(
                         "INSERT INTO cursors (conversation_id, device_id, acked_seq) VALUES (?1, ?2, ?3) \
                          ON CONFLICT (conversation_id, device_id) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
                     )?
                     .execute(params![conversation, device, seq])?;
+                    if !ack.receipts {
+                        continue;
+                    }
                     let changed = c
                         .prepare_cached(
                             "UPDATE members SET delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2 AND delivered_seq < ?3",
