@@ -162,3 +162,10 @@ impl Drop for Threshold {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn history_pages_are_the_newest_in_order() {
+    let r = bench(&["--scenario", "history", "--conversations", "20", "--messages", "3000"]);
+    assert_eq!(r["verified"], r["requests"]);
+    assert!(r["latency_ms"]["count"].as_u64().unwrap() > 0);
+}

@@ -8,6 +8,7 @@
 mod connections;
 mod direct;
 mod group;
+mod history;
 mod html;
 mod offline;
 mod progress;
@@ -29,6 +30,8 @@ pub enum Scenario {
     Direct,
     /// `--groups` groups of `--members`: the creator sends, every other member receives.
     Group,
+    /// `--messages` stored over `--conversations`, then the newest 50 of random conversations over HTTP.
+    History,
     /// The embedded store alone: appends spread over `--conversations` active conversations.
     Store,
     /// One device offline while `--messages` accumulate, then its backlog drains.
@@ -105,6 +108,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
         eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
     }
+    if let Scenario::History = args.scenario {
+        let report = history::run(args.conversations, args.messages).await?;
+        return finish(&args, &report);
+    }
     if let Scenario::Store = args.scenario {
         let report = store::run(args.conversations, args.messages, &args.sqlite_synchronous).await?;
         return write_json(&args.json, &report);
@@ -143,7 +150,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             .await
         }
-        Scenario::Store => unreachable!("handled above"),
+        Scenario::Store | Scenario::History => unreachable!("handled above"),
     };
     if let Some(s) = spawned {
         s.stop().await;
@@ -177,6 +184,18 @@ impl Verified for offline::OfflineReport {
 impl Verified for storm::StormReport {
     fn verify(&self) -> anyhow::Result<()> {
         delivered_intact(self.lost, self.reordered)
+    }
+}
+
+impl Verified for history::HistoryReport {
+    fn verify(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.verified == self.requests,
+            "{} of {} history pages were wrong",
+            self.requests - self.verified,
+            self.requests
+        );
+        Ok(())
     }
 }
 

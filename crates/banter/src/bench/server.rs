@@ -14,7 +14,11 @@ pub struct Spawned {
 
 impl Spawned {
     pub async fn start(sync: &str) -> anyhow::Result<Spawned> {
-        let dir = tempfile::tempdir()?;
+        Spawned::start_in(tempfile::tempdir()?, sync).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn start_in(dir: tempfile::TempDir, sync: &str) -> anyhow::Result<Spawned> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--sqlite-synchronous", sync])
