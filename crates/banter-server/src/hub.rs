@@ -125,11 +125,6 @@ impl Hub {
         }
     }
 
-    /// Whether the user has a live connection here.
-    pub fn is_connected(&self, user: UserId) -> bool {
-        self.users.read().expect("hub lock").contains_key(&user)
-    }
-
     /// Pushes to every device of every user in `users`; `make` builds the push
     /// for one device (it returns `None` to skip that device).
     pub fn push_users(&self, users: &[UserId], mut make: impl FnMut(UserId, DeviceId) -> Option<Push>) -> usize {

@@ -194,6 +194,8 @@ struct Connection {
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
     reported: (u64, u64),
+    /// Metric handles, looked up once so the push path does no registry lookup.
+    meters: Meters,
 }
 
 async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stream) {
@@ -227,6 +229,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         more_to_stream: false,
         close: None,
         reported: (0, 0),
+        meters: Meters::new(),
     };
     c.out.push(frame(&ServerFrame::Welcome {
         user_id: auth.user_id.to_string(),
@@ -327,16 +330,16 @@ impl Connection {
     fn report_gauges(&mut self) {
         let now = (self.delivery.unacked() as u64, self.delivery.backlog());
         if now != self.reported {
-            metrics::gauge!("delivery_inflight_messages").increment(now.0 as f64 - self.reported.0 as f64);
-            metrics::gauge!("delivery_backlog_messages").increment(now.1 as f64 - self.reported.1 as f64);
+            self.meters.inflight.increment(now.0 as f64 - self.reported.0 as f64);
+            self.meters.backlog.increment(now.1 as f64 - self.reported.1 as f64);
             self.reported = now;
         }
     }
 
     /// Takes this connection's share out of the shared gauges when it closes.
     fn unreport_gauges(&mut self) {
-        metrics::gauge!("delivery_inflight_messages").decrement(self.reported.0 as f64);
-        metrics::gauge!("delivery_backlog_messages").decrement(self.reported.1 as f64);
+        self.meters.inflight.decrement(self.reported.0 as f64);
+        self.meters.backlog.decrement(self.reported.1 as f64);
         self.reported = (0, 0);
     }
 
@@ -384,7 +387,7 @@ impl Connection {
                 let own = m.origin == Some(self.auth.device_id);
                 match self.delivery.on_live(m.conversation_id, m.seq, own, Instant::now()) {
                     Live::Send => {
-                        record_latency(m.ts);
+                        self.meters.record_latency(m.ts);
                         self.out.push(Message::Text(m.frame.clone()));
                     }
                     Live::Skip => {}
@@ -424,7 +427,7 @@ impl Connection {
             let now = Instant::now();
             for m in &page {
                 if self.delivery.record_fetched(conversation, m.seq, m.sender_device == self.auth.device_id, now) {
-                    record_latency(m.ts);
+                    self.meters.record_latency(m.ts);
                     self.out.push(Message::Text(views::message_frame(m).into()));
                 }
             }
@@ -534,9 +537,26 @@ impl Connection {
     }
 }
 
-/// Records stored → pushed latency of a message stored at `ts`.
-fn record_latency(ts: i64) {
-    metrics::histogram!("message_delivery_latency_ms").record((crate::clock::now_ms() - ts).max(0) as f64);
+/// The metrics a connection records as it pushes.
+struct Meters {
+    inflight: metrics::Gauge,
+    backlog: metrics::Gauge,
+    latency: metrics::Histogram,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        Meters {
+            inflight: metrics::gauge!("delivery_inflight_messages"),
+            backlog: metrics::gauge!("delivery_backlog_messages"),
+            latency: metrics::histogram!("message_delivery_latency_ms"),
+        }
+    }
+
+    /// Records stored → pushed latency of a message stored at `ts`.
+    fn record_latency(&self, ts: i64) {
+        self.latency.record((crate::clock::now_ms() - ts).max(0) as f64);
+    }
 }
 
 /// Polls an optional future; pending forever when there is none.

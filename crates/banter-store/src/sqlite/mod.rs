@@ -31,7 +31,6 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<ReadPool>,
-    path: PathBuf,
     /// Keeps the checkpointer thread running while any clone of the store lives.
     _alive: Arc<()>,
 }
@@ -84,12 +83,7 @@ impl SqliteStore {
         let (writer, _thread) = Writer::start(conn);
         let alive = Arc::new(());
         start_checkpointer(path.clone(), Arc::downgrade(&alive));
-        Ok(SqliteStore { writer, readers: ReadPool::new(path.clone()), path, _alive: alive })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SqliteStore { writer, readers: ReadPool::new(path), _alive: alive })
     }
 }
 
