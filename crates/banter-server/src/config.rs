@@ -36,6 +36,8 @@ pub struct Config {
     pub sync_full: bool,
     /// Memory cost of the argon2 password hash, in KiB.
     pub argon2_memory_kib: u32,
+    /// Serve the web client from this directory instead of the copy built into the binary.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             max_connections: 100_000,
             sync_full: true,
             argon2_memory_kib: 19 * 1024,
+            web_dir: None,
         }
     }
 }

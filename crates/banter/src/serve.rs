@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Memory cost of password hashing (argon2id), KiB.
     #[arg(long, env = "BANTER_ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..))]
     pub argon2_memory_kib: u32,
+    /// Serve the web client from this directory instead of the copy built into the binary.
+    #[arg(long, env = "BANTER_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -83,6 +86,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             sync_full: matches!(self.sqlite_synchronous, SyncMode::Full),
             argon2_memory_kib: self.argon2_memory_kib,
+            web_dir: self.web_dir.clone(),
         }
     }
 }

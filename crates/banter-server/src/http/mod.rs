@@ -1,4 +1,4 @@
-//! The HTTP API under `/v1`, plus `/healthz` and `/metrics`. Handlers are
+//! The HTTP API under `/v1`, plus `/healthz`, `/metrics` and the web client at `/`. Handlers are
 //! thin: they parse, authenticate (the [`Auth`](crate::auth::Auth)
 //! extractor), call a store or service, and convert to wire types.
 
@@ -8,6 +8,7 @@ mod ops;
 mod presence;
 mod sessions;
 mod users;
+mod web;
 
 pub use json::AppJson;
 
@@ -35,6 +36,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/presence", get(presence::get))
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/healthz", get(ops::healthz))
+        .route("/", get(web::index))
+        .route("/{file}", get(web::file))
+        .route("/js/{file}", get(web::script))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
