@@ -48,6 +48,8 @@ pub enum Push {
     Event(Frame),
     /// The user left a conversation: stop delivering it.
     Left(ConversationId),
+    /// Pushes may have been missed (the bus reconnected): re-read positions from the store.
+    Resync,
 }
 
 /// Shared between a connection and the hub.
@@ -74,6 +76,8 @@ impl Control {
 pub struct Link {
     pub conn_id: u64,
     pub device_id: DeviceId,
+    /// When it connected (ms since the epoch), to tell which of two connections of a device is newer.
+    pub since: i64,
     pub tx: mpsc::Sender<Push>,
     pub control: Arc<Control>,
 }
@@ -81,7 +85,7 @@ pub struct Link {
 impl Link {
     fn push(&self, push: Push) {
         if let Err(mpsc::error::TrySendError::Full(p)) = self.tx.try_send(push) {
-            if matches!(p, Push::Message(_) | Push::Left(_)) {
+            if matches!(p, Push::Message(_) | Push::Left(_) | Push::Resync) {
                 self.control.lagged.store(true, Ordering::Release);
             }
             metrics::counter!("push_dropped_total").increment(1);
@@ -156,6 +160,31 @@ impl Hub {
         let map = self.users.read().expect("hub lock");
         if let Some(link) = map.get(&user).and_then(|l| l.iter().find(|l| l.device_id == device)) {
             link.control.close(code);
+        }
+    }
+
+    /// Closes this node's connection of the device if it is older than one
+    /// made at `newer` = (ms, node) on another node; ties go to the higher node id.
+    pub fn close_older(&self, user: UserId, device: DeviceId, newer: (i64, u16), this_node: u16, code: u16) {
+        let map = self.users.read().expect("hub lock");
+        if let Some(link) = map.get(&user).and_then(|l| l.iter().find(|l| l.device_id == device)) {
+            if (link.since, this_node) < newer {
+                link.control.close(code);
+            }
+        }
+    }
+
+    /// Users with at least one connection here.
+    pub fn users(&self) -> Vec<UserId> {
+        self.users.read().expect("hub lock").keys().copied().collect()
+    }
+
+    /// Asks every connection to re-read its position from the store.
+    pub fn resync_all(&self) {
+        for links in self.users.read().expect("hub lock").values() {
+            for l in links {
+                l.push(Push::Resync);
+            }
         }
     }
 

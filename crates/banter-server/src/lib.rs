@@ -6,10 +6,12 @@
 //! - [`messaging`]: the send path; [`fanout`]: the queue for large groups.
 //! - [`hub`]: live connections of this node; [`presence`]: online/offline.
 //! - [`members`]: the member-list cache; [`ids`]: Snowflake message ids.
+//! - [`cluster`]: cluster mode, where nodes share a store and talk over NATS.
 //! - [`error`]: the one error type, mapped to the wire catalogue.
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;
@@ -37,10 +39,11 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits for connections and commits to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-/// Builds the shared state on `store`.
+/// Builds the shared state on `store`, in cluster mode when a `cluster` is given.
 pub fn state(
     config: Config,
     store: Arc<dyn Store>,
+    cluster: Option<cluster::Cluster>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Arc<AppState> {
     Arc::new(AppState {
@@ -51,6 +54,7 @@ pub fn state(
         members: Default::default(),
         presence: Default::default(),
         fanout: Default::default(),
+        cluster: cluster.map(Arc::new),
         tokens: Default::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -90,6 +94,9 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::gauge!("delivery_inflight_messages").set(0.0);
     metrics::gauge!("delivery_backlog_messages").set(0.0);
     metrics::gauge!("fanout_queue_depth").set(0.0);
+    metrics::describe_counter!("cluster_events_dropped_total", "Bus events not published (outbox full or bus down)");
+    metrics::describe_gauge!("cluster_bus_connected", "1 while the bus (NATS) is connected, in cluster mode");
+    metrics::describe_gauge!("cluster_nodes", "Nodes this node hears from, itself included, in cluster mode");
     metrics::describe_histogram!("store_commit_batch_size", "Jobs per store commit");
     metrics::describe_histogram!("store_commit_latency_ms", "Duration of one store commit, ms");
     metrics::gauge!("websocket_connections").set(0.0);
@@ -102,6 +109,7 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 /// every connection with 1001, waits for in-flight work, and returns.
 pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
+    cluster::node::start(&state);
     let app = http::router(Arc::clone(&state));
     let shutdown = state.shutdown.clone();
     // Frames are small and latency matters: no Nagle delay.

@@ -4,7 +4,6 @@
 //! so both have the same validation and the same idempotency.
 
 use crate::error::{ApiError, ApiResult};
-use crate::fanout::{push_message, Job};
 use crate::hub::Stored;
 use crate::state::AppState;
 use crate::views;
@@ -79,8 +78,7 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
     Ok(appended.message)
 }
 
-/// Pushes a stored message to the member devices: on the send path for
-/// groups up to the threshold, through the fan-out queue above it.
+/// Pushes a stored message to the member devices.
 async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<DeviceId>) -> ApiResult<()> {
     let members = state.members.get(state.store.as_ref(), m.conversation_id).await?;
     let message = Arc::new(Stored {
@@ -90,10 +88,6 @@ async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<Devic
         frame: views::message_frame(m).into(),
         origin,
     });
-    if members.len() as u64 <= state.config.fanout_sync_threshold {
-        push_message(state, &members, &message);
-    } else {
-        state.fanout.enqueue(Job { members, message }).await;
-    }
+    crate::cluster::deliver::message(state, members, message).await;
     Ok(())
 }

@@ -5,7 +5,14 @@
 //! await). A disconnect that leaves a user with no connection starts one
 //! grace timer task; a reconnect within the grace bumps the user's generation,
 //! which makes the timer a no-op.
+//!
+//! In cluster mode a user's connections may be on other nodes: each node
+//! also keeps which other nodes hold one (from their `Connected`,
+//! `Disconnected` and `Snapshot` events, and forgetting a node that stops
+//! beating), and decides online and offline itself, with the same grace, for
+//! the subscribers connected to it.
 
+use crate::cluster::NodeId;
 use crate::hub::Push;
 use crate::state::AppState;
 use banter_proto::frame::PresenceStatus;
@@ -17,10 +24,19 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 struct UserState {
+    /// Connections to this node.
     connections: u32,
+    /// Other nodes with at least one connection of the user.
+    nodes: Vec<NodeId>,
     online: bool,
     last_seen: Option<i64>,
     generation: u64,
+}
+
+impl UserState {
+    fn connected_anywhere(&self) -> bool {
+        self.connections > 0 || !self.nodes.is_empty()
+    }
 }
 
 /// The presence service.
@@ -43,12 +59,65 @@ impl Presence {
         PresenceView { user_id: user.to_string(), status, last_seen }
     }
 
-    /// A device of `user` connected.
+    /// A device of `user` connected to this node.
     pub fn connected(state: &Arc<AppState>, user: UserId) {
+        Presence::up(state, user, |s| s.connections += 1);
+    }
+
+    /// A device of `user` disconnected from this node.
+    pub fn disconnected(state: &Arc<AppState>, user: UserId) {
+        Presence::down(state, user, |s| s.connections = s.connections.saturating_sub(1));
+    }
+
+    /// Node `node` has a connection of `user`.
+    pub fn remote_up(state: &Arc<AppState>, user: UserId, node: NodeId) {
+        Presence::up(state, user, |s| {
+            if !s.nodes.contains(&node) {
+                s.nodes.push(node);
+            }
+        });
+    }
+
+    /// Node `node` has no connection of `user` left.
+    pub fn remote_down(state: &Arc<AppState>, user: UserId, node: NodeId) {
+        Presence::down(state, user, |s| s.nodes.retain(|&n| n != node));
+    }
+
+    /// Node `node` is gone: none of its connections count any more.
+    pub fn node_gone(state: &Arc<AppState>, node: NodeId) {
+        let users: Vec<UserId> = {
+            let users = state.presence.users.lock().expect("presence lock");
+            users.iter().filter(|(_, s)| s.nodes.contains(&node)).map(|(u, _)| *u).collect()
+        };
+        for user in users {
+            Presence::remote_down(state, user, node);
+        }
+    }
+
+    /// Node `node` says which users it holds: the `first` part replaces what
+    /// was known of it, later parts add.
+    pub fn remote_snapshot(state: &Arc<AppState>, node: NodeId, first: bool, held: &[UserId]) {
+        if first {
+            let held: HashSet<UserId> = held.iter().copied().collect();
+            let gone: Vec<UserId> = {
+                let users = state.presence.users.lock().expect("presence lock");
+                users.iter().filter(|(u, s)| s.nodes.contains(&node) && !held.contains(u)).map(|(u, _)| *u).collect()
+            };
+            for user in gone {
+                Presence::remote_down(state, user, node);
+            }
+        }
+        for &user in held {
+            Presence::remote_up(state, user, node);
+        }
+    }
+
+    /// Applies a change that adds a connection; publishes if the user came online.
+    fn up(state: &Arc<AppState>, user: UserId, change: impl FnOnce(&mut UserState)) {
         let became_online = {
             let mut users = state.presence.users.lock().expect("presence lock");
             let s = users.entry(user).or_default();
-            s.connections += 1;
+            change(s);
             s.generation += 1;
             s.last_seen = Some(crate::clock::now_ms());
             !std::mem::replace(&mut s.online, true)
@@ -58,14 +127,16 @@ impl Presence {
         }
     }
 
-    /// A device of `user` disconnected; starts the grace period if it was the last.
-    pub fn disconnected(state: &Arc<AppState>, user: UserId) {
+    /// Applies a change that removes a connection; starts the grace period
+    /// if the user has none left anywhere.
+    fn down(state: &Arc<AppState>, user: UserId, change: impl FnOnce(&mut UserState)) {
         let generation = {
             let mut users = state.presence.users.lock().expect("presence lock");
             let Some(s) = users.get_mut(&user) else { return };
-            s.connections = s.connections.saturating_sub(1);
+            let before = s.connected_anywhere();
+            change(s);
             s.last_seen = Some(crate::clock::now_ms());
-            if s.connections > 0 {
+            if !before || s.connected_anywhere() {
                 return;
             }
             s.generation += 1;
@@ -81,7 +152,7 @@ impl Presence {
             let went_offline = {
                 let mut users = st.presence.users.lock().expect("presence lock");
                 match users.get_mut(&user) {
-                    Some(s) if s.generation == generation && s.connections == 0 && s.online => {
+                    Some(s) if s.generation == generation && !s.connected_anywhere() && s.online => {
                         s.online = false;
                         true
                     }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub presence: Presence,
     pub ids: Snowflake,
     pub fanout: Fanout,
+    /// This node's end of the bus, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Tokens resolved by this node.
     pub tokens: crate::auth::TokenCache,
     /// Cancelled when the server begins to shut down.

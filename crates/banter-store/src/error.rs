@@ -1,7 +1,8 @@
 //! Store errors, in domain terms.
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. `Clone`, so that one failure can answer
+/// every caller of a batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The thing does not exist, or the caller may not see it.
     #[error("not found")]

@@ -2,7 +2,9 @@
 //!
 //! [`Store`] is a domain-level trait: it speaks of users, devices,
 //! conversations, messages and cursors, never of rows or keys, so that each
-//! backend can be idiomatic. [`sqlite::SqliteStore`] is the embedded default.
+//! backend can be idiomatic. [`sqlite::SqliteStore`] is the embedded default;
+//! `postgres::PgStore` (cargo feature `postgres`, on by default) is the
+//! shared store of a cluster.
 //!
 //! Architecture invariants:
 //! - Only this crate speaks SQL.
@@ -10,10 +12,13 @@
 //!   message; a message is acknowledged to its sender only after that
 //!   transaction has committed.
 //! - Every table is keyed by `conversation_id` or `user_id` (devices by their
-//!   user), so the data can be partitioned along those keys.
+//!   user), so the data can be partitioned along those keys; PostgreSQL's
+//!   lookup tables are keyed by what they look up (a username, a token hash).
 
 mod error;
 mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
@@ -24,6 +29,11 @@ use std::sync::Arc;
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The server clock in ms since the Unix epoch, for creation times.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// The durable state of a Banter deployment.
 #[async_trait]

@@ -1,6 +1,9 @@
 //! Domain types of the store. They carry no serde: the server converts them
 //! into wire types at its edge.
 
+/// Above this many members a conversation is returned without its member list.
+pub const MEMBERS_LISTED_UP_TO: u64 = 1_000;
+
 /// Numeric ids; on the wire they are decimal strings.
 pub type UserId = i64;
 /// A device is one session: one token, one cursor per conversation.

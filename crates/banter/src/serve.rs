@@ -2,8 +2,11 @@
 //! store, the listener, signals.
 
 use anyhow::Context;
+use banter_server::cluster::{BusConfig, Cluster};
 use banter_server::Config;
+use banter_store::postgres::PgStore;
 use banter_store::sqlite::{SqliteStore, Synchronous};
+use banter_store::Store;
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +31,15 @@ pub struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "BANTER_DATA_DIR", default_value = "./banter-data")]
     pub data_dir: PathBuf,
+    /// The store: `sqlite` (embedded, in --data-dir) or a `postgres://` URL shared by every node of a cluster.
+    #[arg(long, env = "BANTER_STORE", default_value = "sqlite")]
+    pub store: String,
+    /// The bus between the nodes of a cluster: a `nats://` URL (NATS with JetStream). Needs a postgres store.
+    #[arg(long, env = "BANTER_BUS")]
+    pub bus: Option<String>,
+    /// Prefix of the subjects, stream and consumer this deployment uses on the bus.
+    #[arg(long, env = "BANTER_BUS_PREFIX", default_value = "banter", value_parser = parse_prefix)]
+    pub bus_prefix: String,
     /// Node id (0-1023) for Snowflake message ids.
     #[arg(long, env = "BANTER_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1023))]
     pub node_id: u16,
@@ -70,6 +82,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The store, for the log: never the password of a postgres URL.
+    fn store_label(&self) -> &str {
+        if self.store == "sqlite" {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    }
+
     fn config(&self) -> Config {
         Config {
             listen: self.listen,
@@ -91,6 +112,31 @@ impl ServeArgs {
     }
 }
 
+/// A bus prefix is one or more NATS subject tokens of letters, digits, `-` and `_`.
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.split('.').all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("letters, digits, '-' and '_', in dot-separated parts".into())
+    }
+}
+
+/// Opens the store the flags name.
+async fn open_store(args: &ServeArgs, config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if args.store == "sqlite" {
+        let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
+        let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
+        return Ok(Arc::new(store));
+    }
+    if args.store.starts_with("postgres://") || args.store.starts_with("postgresql://") {
+        let store = PgStore::connect(&args.store).await.context("connecting to PostgreSQL")?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("--store must be `sqlite` or a postgres:// URL")
+}
+
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
@@ -99,13 +145,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         tracing::info!(open_files = soft, "open-file limit");
     }
-    let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
-    let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
+    if args.bus.is_some() && args.store == "sqlite" {
+        anyhow::bail!("a cluster (--bus) needs a store the nodes share: --store postgres://...");
+    }
+    let store = open_store(&args, &config).await?;
+    let cluster = match &args.bus {
+        Some(url) => {
+            let bus = BusConfig { url: url.clone(), prefix: args.bus_prefix.clone() };
+            Some(Cluster::connect(&bus, config.node_id).await.context("joining the cluster")?)
+        }
+        None => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = banter_server::state(config, Arc::new(store), banter_server::install_metrics());
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "banter listening");
+    let state = banter_server::state(config, store, cluster, banter_server::install_metrics());
+    tracing::info!(%addr, store = %args.store_label(), node = args.node_id, "banter listening");
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("banter listening on http://{addr}");
     let token = state.shutdown.clone();

@@ -2,8 +2,8 @@
 
 use super::AppJson;
 use crate::auth::Auth;
+use crate::cluster::deliver;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Push;
 use crate::messaging::{self, SendRequest};
 use crate::state::AppState;
 use crate::views::{self, parse_id};
@@ -35,7 +35,7 @@ fn announce(state: &AppState, conversation: &Conversation, users: &[UserId]) {
     // A new member has read nothing; its read seq starts where it joined.
     view.read_seq = conversation.last_seq;
     let frame = crate::hub::frame(ServerFrame::Conversation { conversation: view }.to_json());
-    state.hub.push_users(users, |_, _| Some(Push::Event(Arc::clone(&frame))));
+    deliver::frame(state, users, frame);
 }
 
 /// # `POST /v1/conversations`
@@ -57,8 +57,8 @@ pub async fn create(
             }
             let (conv, created) = state.store.create_direct(auth.user_id, other).await?;
             if created {
+                deliver::members_changed(&state, conv.id);
                 announce(&state, &conv, &[other]);
-                state.members.invalidate(conv.id);
             }
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, AppJson(views::conversation(&conv))))
@@ -112,7 +112,7 @@ pub async fn add_members(
         return Err(ApiError::new(ErrorCode::TooLarge, "a group has at most 100000 members"));
     }
     let added = state.store.add_members(id, auth.user_id, &users).await?;
-    state.members.invalidate(id);
+    deliver::members_changed(&state, id);
     let conv = state.store.conversation(id, auth.user_id).await?.ok_or_else(ApiError::not_found)?;
     announce(&state, &conv, &added);
     Ok(AppJson(views::conversation(&conv)))
@@ -124,8 +124,8 @@ pub async fn add_members(
 pub async fn leave(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = conversation_id(&id)?;
     state.store.leave(id, auth.user_id).await?;
-    state.members.invalidate(id);
-    state.hub.push_users(&[auth.user_id], |_, _| Some(Push::Left(id)));
+    deliver::members_changed(&state, id);
+    deliver::left(&state, auth.user_id, id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use banter_proto::http::{CreateSession, SessionView};
-use banter_proto::{close, limits, ErrorCode};
+use banter_proto::{limits, ErrorCode};
 use std::sync::Arc;
 
 /// # `POST /v1/sessions`
@@ -42,7 +42,6 @@ pub async fn create(
 /// Logs out: the token stops working at once and the device's live connection is closed with 4001.
 pub async fn delete_current(State(state): State<Arc<AppState>>, auth: Auth) -> ApiResult<StatusCode> {
     state.store.revoke_device(auth.device_id).await?;
-    state.tokens.forget_device(auth.device_id);
-    state.hub.close_device(auth.user_id, auth.device_id, close::UNAUTHORIZED);
+    crate::cluster::deliver::logged_out(&state, auth.user_id, auth.device_id);
     Ok(StatusCode::NO_CONTENT)
 }

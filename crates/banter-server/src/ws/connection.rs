@@ -11,6 +11,7 @@ mod commands;
 use super::delivery::{Delivery, Live};
 use super::rate::RateLimit;
 use crate::auth::{authenticate, Auth};
+use crate::cluster::deliver;
 use crate::error::ApiError;
 use crate::hub::{Control, Link, Push, PUSH_QUEUE};
 use crate::presence::Presence;
@@ -202,10 +203,12 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     let (tx, mut rx) = mpsc::channel(PUSH_QUEUE);
     let control = Arc::new(Control::default());
     let conn_id = state.hub.next_conn_id();
-    let link = Link { conn_id, device_id: auth.device_id, tx, control: Arc::clone(&control) };
+    let since = crate::clock::now_ms();
+    let link = Link { conn_id, device_id: auth.device_id, since, tx, control: Arc::clone(&control) };
     if let Some(old) = state.hub.register(auth.user_id, link) {
         old.control.close(close::REPLACED);
     }
+    deliver::connected(state, auth.user_id, auth.device_id, since);
     Presence::connected(state, auth.user_id);
     let now = Instant::now();
     let mut c = Connection {
@@ -248,7 +251,9 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     c.unreport_gauges();
     let user = c.auth.user_id;
     state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
-    state.hub.unregister(user, c.conn_id);
+    if state.hub.unregister(user, c.conn_id) {
+        deliver::disconnected(state, user);
+    }
     Presence::disconnected(state, user);
     if let Some((code, reason)) = c.close {
         close_with(&mut c.sink, &mut stream, code, reason).await;
@@ -398,6 +403,7 @@ impl Connection {
             }
             Push::Event(frame) => self.out.push(Message::Text((*frame).clone())),
             Push::Left(conversation) => self.delivery.forget(conversation),
+            Push::Resync => self.control.lagged.store(true, Ordering::Release),
         }
     }
 
@@ -405,7 +411,14 @@ impl Connection {
     async fn stream_from_store(&mut self) -> Result<(), ApiError> {
         let store = Arc::clone(&self.state.store);
         if self.control.lagged.swap(false, Ordering::AcqRel) {
-            let cursors = store.cursors(self.auth.user_id, self.auth.device_id).await?;
+            let cursors = match store.cursors(self.auth.user_id, self.auth.device_id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Still behind: try again on the next turn.
+                    self.control.lagged.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+            };
             let current: HashSet<ConversationId> = cursors.iter().map(|c| c.conversation_id).collect();
             let gone: Vec<ConversationId> = self.delivery.conversations().filter(|c| !current.contains(c)).collect();
             for c in gone {

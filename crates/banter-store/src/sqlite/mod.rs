@@ -1,5 +1,5 @@
 //! The embedded default store: SQLite in WAL mode, one writer thread with
-//! group commit ([`writer`]) and a pool of read connections ([`pool`]).
+//! group commit (`writer.rs`) and a pool of read connections (`pool.rs`).
 
 mod pool;
 mod schema;
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use writer::Writer;
 
-/// Above this many members a conversation is returned without its member list.
-pub const MEMBERS_LISTED_UP_TO: u64 = 1_000;
+/// Kept here too for code written before the constant moved to the crate root.
+pub use crate::MEMBERS_LISTED_UP_TO;
 
 /// How hard SQLite syncs a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +85,6 @@ impl SqliteStore {
         start_checkpointer(path.clone(), Arc::downgrade(&alive));
         Ok(SqliteStore { writer, readers: ReadPool::new(path), _alive: alive })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn kind_of(code: i64) -> Kind {

@@ -154,7 +154,10 @@ pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
     }
 }
 
-pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<Report> {
+/// Runs the direct scenario against one server, or the nodes of a cluster:
+/// pair `p` sends through node `p` and receives through node `p + 1`.
+pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<Report> {
+    let base = bases[0].as_str();
     let http = reqwest::Client::new();
     let prefix = setup::run_prefix();
     eprintln!("setting up {} users and {} conversations", args.pairs * 2, args.pairs);
@@ -163,14 +166,15 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     for p in 0..args.pairs {
         conversations.push(setup::direct(&http, base, &users[2 * p], &users[2 * p + 1]).await?);
     }
-    let ws_url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
+    let ws_urls: Vec<String> = bases.iter().map(|b| format!("{}/v1/ws", b.replacen("http", "ws", 1))).collect();
+    let node = |i: usize| ws_urls[i % ws_urls.len()].as_str();
     let epoch = Instant::now();
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     let pairs: Vec<Arc<Pair>> = (0..args.pairs).map(|_| Arc::default()).collect();
     for p in 0..args.pairs {
-        receivers.push(connect(&ws_url, &users[2 * p + 1].token).await?);
-        senders.push(connect(&ws_url, &users[2 * p].token).await?);
+        receivers.push(connect(node(p + 1), &users[2 * p + 1].token).await?);
+        senders.push(connect(node(p), &users[2 * p].token).await?);
     }
     eprintln!("{} connections open; sending for {} s", args.pairs * 2, args.duration);
     let cpu_before = server_pid.and_then(server::cpu_seconds);

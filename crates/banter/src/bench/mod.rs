@@ -45,7 +45,9 @@ pub enum Scenario {
 /// Flags of `banter bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server to drive, e.g. http://127.0.0.1:8080.
+    /// Server to drive, e.g. http://127.0.0.1:8080. For the nodes of a cluster
+    /// give several, comma-separated: the direct scenario then connects each
+    /// pair's sender and receiver to different nodes (other scenarios use the first).
     #[arg(long, conflicts_with = "spawn")]
     pub url: Option<String>,
     /// Start a server of this binary on a temporary data directory.
@@ -122,11 +124,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None
     };
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
-    let base = match (&args.url, &spawned) {
-        (Some(u), _) => u.trim_end_matches('/').to_owned(),
-        (None, Some(s)) => s.base.clone(),
+    let bases: Vec<String> = match (&args.url, &spawned) {
+        (Some(u), _) => u.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).collect(),
+        (None, Some(s)) => vec![s.base.clone()],
         (None, None) => anyhow::bail!("give --url URL or --spawn"),
     };
+    let base = bases[0].clone();
     let pid = spawned.as_ref().map(|s| s.pid);
     let outcome = match args.scenario {
         Scenario::Offline => async { finish(&args, &offline::run(&base, args.messages).await?) }.await,
@@ -138,7 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             async {
                 let result = match args.scenario {
                     Scenario::Group => group::run(&base, &args, pid).await?,
-                    _ => direct::run(&base, &args, pid).await?,
+                    _ => direct::run(&bases, &args, pid).await?,
                 };
                 let outcome = report::Outcome::new(result, relay);
                 outcome.print();

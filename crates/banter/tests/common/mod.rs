@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 
 use futures_util::{SinkExt, StreamExt};
@@ -284,6 +285,19 @@ impl Ws {
             let v = self.next().await;
             if v["type"] == kind {
                 return v;
+            }
+        }
+    }
+
+    /// Skips frames until one of type `kind`, waiting up to `wait` in all.
+    pub async fn expect_within(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(Seen::Frame(v)) if v["type"] == kind => return v,
+                Some(Seen::Frame(_)) => continue,
+                other => panic!("expected {kind}, got {other:?}"),
             }
         }
     }

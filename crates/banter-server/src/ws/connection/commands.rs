@@ -2,8 +2,8 @@
 //! each changing the connection's state and queuing its answers.
 
 use super::{frame, Connection};
+use crate::cluster::deliver;
 use crate::error::ApiError;
-use crate::hub::Push;
 use crate::messaging::{self, SendRequest};
 use crate::views::parse_id;
 use banter_proto::frame::ReceiptKind;
@@ -25,7 +25,7 @@ impl Connection {
                 .to_json(),
         );
         let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
-        self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+        deliver::frame(&self.state, &others, frame);
     }
 
     /// Handles one well-formed frame; an error names the `ref` it answers.
@@ -101,7 +101,7 @@ impl Connection {
                     let frame =
                         crate::hub::frame(ServerFrame::Typing { conversation_id, user_id: me.to_string() }.to_json());
                     let others: Vec<UserId> = members.iter().copied().filter(|&u| u != me).collect();
-                    self.state.hub.push_users(&others, |_, _| Some(Push::Event(frame.clone())));
+                    deliver::frame(&self.state, &others, frame);
                 }
                 Ok(())
             }
