@@ -72,7 +72,7 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
         // error. Devices that missed it catch up from the store on their next
         // gap or reconnect.
         if let Err(e) = dispatch(state, &appended.message, req.exclude_origin.then_some(req.device)).await {
-            tracing::warn!(error = %e.message, "push after store failed");
+            tracing::warn!(error = %e.message, "push after store failed; connections resync");
         }
     }
     Ok(appended.message)
@@ -80,7 +80,6 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
 
 /// Pushes a stored message to the member devices.
 async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<DeviceId>) -> ApiResult<()> {
-    let members = state.members.get(state.store.as_ref(), m.conversation_id).await?;
     let message = Arc::new(Stored {
         conversation_id: m.conversation_id,
         seq: m.seq,
@@ -88,6 +87,14 @@ async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<Devic
         frame: views::message_frame(m).into(),
         origin,
     });
-    crate::cluster::deliver::message(state, members, message).await;
-    Ok(())
+    match state.members.get(state.store.as_ref(), m.conversation_id).await {
+        Ok(members) => {
+            crate::cluster::deliver::message(state, members, message).await;
+            Ok(())
+        }
+        Err(e) => {
+            crate::cluster::deliver::message_unrouted(state, &message);
+            Err(e.into())
+        }
+    }
 }

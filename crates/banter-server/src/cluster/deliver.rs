@@ -29,6 +29,16 @@ pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stor
     }
 }
 
+/// A stored message whose members could not be read: every connection here
+/// re-reads its position from the store (retrying while the store fails),
+/// and the other nodes are told as usual, to look the members up themselves.
+pub fn message_unrouted(state: &AppState, message: &Stored) {
+    state.hub.resync_all();
+    if let Some(cluster) = &state.cluster {
+        cluster.publish(message_event(message), message.frame.as_bytes());
+    }
+}
+
 /// The bus event announcing a stored message.
 pub(super) fn message_event(m: &Stored) -> Event {
     Event::Message { conversation_id: m.conversation_id, seq: m.seq, ts: m.ts, origin: m.origin }

@@ -47,6 +47,8 @@ pub const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// Most pushes taken from the channel before the loop writes.
 const PUSH_BATCH: usize = 128;
+/// After a failed read of the store, how long a connection waits before reading again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
 /// Most store pages streamed per loop turn, so other events are not starved.
 const PAGES_PER_TURN: usize = 4;
 
@@ -191,6 +193,8 @@ struct Connection {
     idle_deadline: Instant,
     /// Streaming from the store was cut short this turn; continue next turn.
     more_to_stream: bool,
+    /// Reading the store failed: when to try again (the connection is lagged until then).
+    store_retry_at: Option<Instant>,
     close: Option<(u16, &'static str)>,
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
@@ -230,6 +234,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         last_activity: now,
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
+        store_retry_at: None,
         close: None,
         reported: (0, 0),
         meters: Meters::new(),
@@ -266,8 +271,15 @@ impl Connection {
         let mut timer_at = self.idle_deadline;
         let shutdown = self.state.shutdown.clone();
         while self.close.is_none() {
-            if let Err(e) = self.stream_from_store().await {
-                tracing::warn!(error = %e.message, "delivery from store failed");
+            if self.store_retry_at.is_none_or(|at| at <= Instant::now()) {
+                self.store_retry_at = None;
+                if let Err(e) = self.stream_from_store().await {
+                    tracing::warn!(error = %e.message, "delivery from store failed; retrying");
+                    // Start over from the stored cursors once the store answers again.
+                    self.control.lagged.store(true, Ordering::Release);
+                    self.more_to_stream = false;
+                    self.store_retry_at = Some(Instant::now() + STORE_RETRY);
+                }
             }
             if !self.flush().await {
                 return;
@@ -275,6 +287,9 @@ impl Connection {
             let mut want = self.delivery.next_deadline().map_or(self.idle_deadline, |d| d.min(self.idle_deadline));
             if self.ack_write.is_none() && !self.acks_due.is_empty() {
                 want = want.min(self.last_ack_write + ACK_FLUSH_INTERVAL);
+            }
+            if let Some(at) = self.store_retry_at {
+                want = want.min(at);
             }
             if want != timer_at {
                 timer.as_mut().reset(want);
@@ -411,14 +426,7 @@ impl Connection {
     async fn stream_from_store(&mut self) -> Result<(), ApiError> {
         let store = Arc::clone(&self.state.store);
         if self.control.lagged.swap(false, Ordering::AcqRel) {
-            let cursors = match store.cursors(self.auth.user_id, self.auth.device_id).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Still behind: try again on the next turn.
-                    self.control.lagged.store(true, Ordering::Release);
-                    return Err(e.into());
-                }
-            };
+            let cursors = store.cursors(self.auth.user_id, self.auth.device_id).await?;
             let current: HashSet<ConversationId> = cursors.iter().map(|c| c.conversation_id).collect();
             let gone: Vec<ConversationId> = self.delivery.conversations().filter(|c| !current.contains(c)).collect();
             for c in gone {

@@ -49,45 +49,68 @@ const ACK_DELIVERED: &str = "UPDATE members m SET delivered_seq = LEAST($3::bigi
      FROM conversations c WHERE c.conversation_id = $1 AND m.conversation_id = $1 AND m.user_id = $2 \
      AND m.delivered_seq < LEAST($3::bigint, c.last_seq) RETURNING m.delivered_seq";
 
-/// Records the acks of one device in one transaction; returns, in the order
-/// given, the conversations (asking for receipts) where the user's delivered
-/// seq rose, with its new value.
-pub(super) async fn ack(
-    client: &mut Client,
-    user: UserId,
-    device: DeviceId,
-    acks: &[Ack],
-) -> Result<Vec<(ConversationId, u64)>> {
+/// The acks of one device, as one caller of `Store::ack` gave them.
+#[derive(Debug)]
+pub(super) struct DeviceAcks {
+    pub(super) user: UserId,
+    pub(super) device: DeviceId,
+    pub(super) acks: Vec<Ack>,
+}
+
+/// Records the acks of many devices in one transaction; returns, for each
+/// device in the order given, the conversations (asking for receipts) where
+/// its user's delivered seq rose, with the new value, in the order of its acks.
+pub(super) async fn ack(client: &mut Client, devices: &[DeviceAcks]) -> Result<Vec<Vec<(ConversationId, u64)>>> {
     // The statements are sent without waiting for each other (tokio-postgres
-    // pipelines them), and run in the order sent: every cursor first, then
-    // every delivered seq, each in ascending conversation order. That is the
-    // order in which `leave` and the acks of the user's other devices lock the
-    // same rows, so none of them waits for another in a cycle. Acks of the
-    // same conversation keep their order, and apply in turn.
-    let mut order: Vec<usize> = (0..acks.len()).collect();
-    order.sort_by_key(|&i| acks[i].conversation_id);
-    let seqs: Vec<i64> = acks.iter().map(|a| bigint(a.seq)).collect();
+    // pipelines them), and run in the order sent: every cursor first, in
+    // (conversation, device) order, then every delivered seq, in
+    // (conversation, user) order. Every writer of these rows (other batches
+    // of acks, on any node, and `leave`) locks them in that order, so none
+    // waits for another in a cycle. Acks of the same row keep the order
+    // given, and apply in turn.
+    let entries: Vec<(usize, usize)> =
+        devices.iter().enumerate().flat_map(|(d, dev)| (0..dev.acks.len()).map(move |a| (d, a))).collect();
+    let ack_of = |&(d, a): &(usize, usize)| (&devices[d], devices[d].acks[a]);
+    let mut by_cursor = entries.clone();
+    by_cursor.sort_by_key(|e| {
+        let (dev, ack) = ack_of(e);
+        (ack.conversation_id, dev.device)
+    });
+    let mut by_member: Vec<(usize, usize)> = entries.into_iter().filter(|e| ack_of(e).1.receipts).collect();
+    by_member.sort_by_key(|e| {
+        let (dev, ack) = ack_of(e);
+        (ack.conversation_id, dev.user)
+    });
     let tx = client.transaction().await?;
     let cursor = tx.prepare_cached(ACK_CURSOR).await?;
     let delivered = tx.prepare_cached(ACK_DELIVERED).await?;
-    let (t, cursor, delivered, seqs) = (&tx, &cursor, &delivered, &seqs);
-    futures_util::future::try_join_all(order.iter().map(|&i| {
-        let a = acks[i];
-        async move { t.execute(cursor, &[&a.conversation_id, &device, &seqs[i], &a.receipts, &user]).await }
-    }))
+    let (t, cursor, delivered) = (&tx, &cursor, &delivered);
+    futures_util::future::try_join_all(
+        by_cursor.iter().map(|e| {
+            let (dev, a) = ack_of(e);
+            async move {
+                t.execute(cursor, &[&a.conversation_id, &dev.device, &bigint(a.seq), &a.receipts, &dev.user]).await
+            }
+        }),
+    )
     .await?;
-    let rose = futures_util::future::try_join_all(order.iter().filter(|&&i| acks[i].receipts).map(|&i| {
-        let a = acks[i];
+    let rose = futures_util::future::try_join_all(by_member.iter().map(|e| {
+        let (dev, a) = ack_of(e);
+        let entry = *e;
         async move {
-            let row = t.query_opt(delivered, &[&a.conversation_id, &user, &seqs[i]]).await?;
-            row.map(|row| Ok::<_, StoreError>((i, row.try_get::<_, i64>(0)? as u64))).transpose()
+            let row = t.query_opt(delivered, &[&a.conversation_id, &dev.user, &bigint(a.seq)]).await?;
+            row.map(|row| Ok::<_, StoreError>((entry, row.try_get::<_, i64>(0)? as u64))).transpose()
         }
     }))
     .await?;
     tx.commit().await?;
-    let mut rose: Vec<(usize, u64)> = rose.into_iter().flatten().collect();
-    rose.sort_by_key(|&(i, _)| i);
-    Ok(rose.into_iter().map(|(i, seq)| (acks[i].conversation_id, seq)).collect())
+    let mut rose: Vec<((usize, usize), u64)> = rose.into_iter().flatten().collect();
+    rose.sort_by_key(|&(entry, _)| entry);
+    let mut out: Vec<Vec<(ConversationId, u64)>> = devices.iter().map(|_| Vec::new()).collect();
+    for ((d, a), seq) in rose {
+        out[d].push((devices[d].acks[a].conversation_id, seq));
+    }
+    Ok(out)
 }
 
 /// Records that `user` read up to `seq` (capped at `last_seq`); returns the

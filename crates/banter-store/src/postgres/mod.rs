@@ -7,6 +7,7 @@
 //! holds the versioned migrations; `batcher.rs` gathers the sends of this
 //! node into batches, `append.rs` stores a batch in one transaction, and
 //! `seq.rs` decides, as pure logic, which seq each message of a batch takes;
+//! `ack_lane.rs` gathers the acks of all devices of this node into batches;
 //! `conversations.rs` handles conversations and membership, `cursors.rs`
 //! cursors, acks and reads; `rows.rs` reads rows into domain types;
 //! `error.rs` classifies PostgreSQL errors into [`StoreError`] kinds.
@@ -65,10 +66,13 @@
 //! always uses the same lane, and a lane has one batch in flight, which keeps
 //! each conversation in the order the node received its messages. A lane's
 //! task takes whatever is waiting, up to [`PgOptions::max_batch`], and stores
-//! it in one transaction of five statements whatever the batch's size, each
-//! taking whole columns as arrays (`unnest`). Lanes run side by side on their
-//! own connections ([`PgOptions::append_lanes`]). There is no unbounded queue:
-//! a full lane makes `append` wait, within the caller's deadline.
+//! it in one transaction of three round trips whatever the batch's size (see
+//! `append.rs`). Lanes run side by side on connections of their own
+//! ([`PgOptions::append_lanes`]), so reads never hold up a batch. Acks are
+//! batched the same way, across devices, by one ack lane with its own
+//! connection: one transaction per batch instead of one per device and
+//! flush. There is no unbounded queue: a full lane makes its caller wait,
+//! within the caller's deadline.
 //!
 //! # When PostgreSQL is unreachable
 //!
@@ -97,6 +101,7 @@
 //!   and, between nodes, as their batches committed.
 //! - Operations can time out (`Unavailable`), which SQLite's never do.
 
+mod ack_lane;
 mod append;
 mod batcher;
 mod conversations;
@@ -125,8 +130,8 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Sizes and timeouts of a [`PgStore`]; [`PgOptions::default`] suits most deployments.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Most connections this node keeps open: the append lanes' plus those
-    /// of concurrent reads and other writes.
+    /// Connections for reads and writes other than appends and acks; the
+    /// append lanes and the ack lane have their own (`append_lanes` + 1).
     pub pool_size: usize,
     /// How long opening a connection may take.
     pub connect_timeout: Duration,
@@ -162,6 +167,7 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: Pool,
     batcher: Batcher,
+    acks: ack_lane::AckLane,
     operation_timeout: Duration,
 }
 
@@ -186,15 +192,19 @@ impl PgStore {
         });
         schema::migrate(&mut client).await?;
         drop(client);
-        let pool = pool::build(config, &options)?;
+        // The append lanes and the ack lane have connections of their own, so
+        // reads and other writes never hold up a batch, nor a batch them.
+        let lanes = options.append_lanes.max(1);
+        let pool = pool::build(config.clone(), &options, options.pool_size)?;
         let sizes = LaneSizes {
-            lanes: options.append_lanes,
+            lanes,
             queue: options.lane_queue,
             max_batch: options.max_batch,
             deadline: options.operation_timeout,
         };
-        let batcher = Batcher::start(pool.clone(), sizes);
-        Ok(PgStore { pool, batcher, operation_timeout: options.operation_timeout })
+        let batcher = Batcher::start(pool::build(config.clone(), &options, lanes)?, sizes);
+        let acks = ack_lane::AckLane::start(pool::build(config, &options, 1)?, options.operation_timeout);
+        Ok(PgStore { pool, batcher, acks, operation_timeout: options.operation_timeout })
     }
 
     /// Runs `op` within the operation deadline.
@@ -436,7 +446,7 @@ impl Store for PgStore {
         if acks.is_empty() {
             return Ok(Vec::new());
         }
-        self.deadline(async { cursors::ack(&mut self.client().await?, user, device, &acks).await }).await
+        self.deadline(self.acks.ack(cursors::DeviceAcks { user, device, acks })).await
     }
 
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>> {

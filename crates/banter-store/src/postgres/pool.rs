@@ -46,11 +46,11 @@ pub(super) fn config(url: &str, options: &PgOptions) -> Result<Config> {
     Ok(config)
 }
 
-/// The pool of this node's connections.
-pub(super) fn build(config: Config, options: &PgOptions) -> Result<Pool> {
+/// A pool of at most `size` connections.
+pub(super) fn build(config: Config, options: &PgOptions, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
-        .max_size(options.pool_size.max(1))
+        .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
         // A caller waits this long for a free connection, then is told to retry.
         .wait_timeout(Some(options.operation_timeout))
