@@ -323,3 +323,42 @@ async fn postgres_unreachable_answers_unavailable_then_recovers_by_itself() {
     let sent = wa.send_text_message(&conv, "during", "now").await;
     assert_eq!(sent["seq"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_a_bench_run_shows_nothing_lost_or_reordered() {
+    let backing = Backing::shared().await;
+    let mut n = backing.nodes(3, &["--ack-timeout-ms", "500", "--rate-limit-per-sec", "100000"]).await;
+    let urls: Vec<String> = n.iter().map(Server::base).collect();
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("bench.json");
+    // Pair p sends through node p and receives through node p + 1, so the
+    // node killed below holds senders and receivers alike.
+    let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_banter"))
+        .args(["bench", "--url", &urls.join(","), "--pairs", "12", "--duration", "4", "--inflight", "4", "--reconnect"])
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the bench");
+    let mut stderr = tokio::io::BufReader::new(bench.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        use tokio::io::AsyncBufReadExt;
+        assert!(stderr.read_line(&mut line).await.unwrap() > 0, "the bench ended before sending");
+        if line.contains("sending for") {
+            break;
+        }
+    }
+    tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    n[1].kill();
+    let status = tokio::time::timeout(Duration::from_secs(120), bench.wait()).await.expect("bench finished").unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(status.success(), "the bench failed its verification: {report}");
+    assert_eq!((report["lost"].as_u64(), report["reordered"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert!(report["delivered"].as_u64().unwrap() > 0);
+    assert_eq!(report["delivered"], report["sent_acknowledged"]);
+}

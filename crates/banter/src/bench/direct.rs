@@ -141,6 +141,37 @@ impl Tally {
     }
 }
 
+/// Where a device connects again when its connection drops (`--reconnect`):
+/// the next node of the list, as a client behind a load balancer would.
+#[derive(Debug, Clone)]
+pub(super) struct Redial {
+    urls: Arc<[String]>,
+    token: String,
+    next: usize,
+}
+
+/// How many times a device tries the nodes in turn before giving up.
+const REDIAL_ROUNDS: usize = 50;
+
+impl Redial {
+    pub(super) fn new(urls: Arc<[String]>, token: &str, first: usize) -> Redial {
+        Redial { urls, token: token.to_owned(), next: first + 1 }
+    }
+
+    /// Connects to the next node that answers.
+    async fn dial(&mut self) -> anyhow::Result<Ws> {
+        for attempt in 0..self.urls.len() * REDIAL_ROUNDS {
+            let url = &self.urls[self.next % self.urls.len()];
+            self.next += 1;
+            match connect(url, &self.token).await {
+                Ok(ws) => return Ok(ws),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20 * (attempt as u64 + 1).min(10))).await,
+            }
+        }
+        anyhow::bail!("no node took the connection back")
+    }
+}
+
 /// Opens a WebSocket and completes the hello.
 pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
@@ -185,15 +216,20 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     let interval = args.rate.map(|r| Duration::from_secs_f64(args.pairs as f64 / r.max(1) as f64));
     let mut recv_tasks = Vec::new();
     let mut send_tasks = Vec::new();
+    let urls: Arc<[String]> = ws_urls.clone().into();
+    let redial = |i: usize, token: &str| args.reconnect.then(|| Redial::new(Arc::clone(&urls), token, i));
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, conv, delivered) = (Arc::clone(&pairs[p]), conversations[p].clone(), Arc::clone(&delivered));
-        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, delivered)));
+        let again = redial(p + 1, &users[2 * p + 1].token);
+        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, delivered, again)));
     }
     for (p, ws) in senders.into_iter().enumerate() {
         let (pair, conv) = (Arc::clone(&pairs[p]), conversations[p].clone());
         // Spread open-loop schedules over one interval so pairs do not send in lockstep.
         let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
-        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, start + offset, stop_at, interval, args.inflight)));
+        let again = redial(p, &users[2 * p].token);
+        let first = start + offset;
+        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, first, stop_at, interval, args.inflight, again)));
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
@@ -229,21 +265,23 @@ pub(super) async fn send(
     stop_at: Instant,
     interval: Option<Duration>,
     inflight: usize,
+    mut redial: Option<Redial>,
 ) -> anyhow::Result<SenderStats> {
     let mut stats = SenderStats { confirmed: 0, errors: 0, in_window: 0, send_to_sent: histogram() };
-    let mut pending: VecDeque<Instant> = VecDeque::new();
+    // Sends awaiting `sent`, in order: (client_msg_id, stamp, when written).
+    let mut pending: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut n: u64 = 0;
     let mut next_at = first_at;
     loop {
         let now = Instant::now();
         let sending = now < stop_at;
+        let before = pending.len();
         match interval {
             // Open loop: send every message whose time has come, stamped with its scheduled time.
             Some(every) if sending => {
                 while next_at <= now && next_at < stop_at {
                     n += 1;
-                    ws.feed(send_frame(&conv, n, micros(epoch, next_at))).await?;
-                    pending.push_back(now);
+                    pending.push_back((n, micros(epoch, next_at), now));
                     next_at += every;
                 }
             }
@@ -252,13 +290,12 @@ pub(super) async fn send(
                 while pending.len() < inflight {
                     n += 1;
                     let t = Instant::now();
-                    ws.feed(send_frame(&conv, n, micros(epoch, t))).await?;
-                    pending.push_back(t);
+                    pending.push_back((n, micros(epoch, t), t));
                 }
             }
             _ => {}
         }
-        ws.flush().await?;
+        let written = write_sends(&mut ws, &conv, pending.range(before..)).await;
         if !sending && pending.is_empty() {
             break;
         }
@@ -267,17 +304,29 @@ pub(super) async fn send(
         } else {
             stop_at.max(now) + Duration::from_secs(30)
         };
-        let frame = tokio::select! {
-            f = ws.next() => f,
-            _ = tokio::time::sleep_until(wake) => {
-                if !sending { break; }
-                continue;
-            }
+        let frame = match written {
+            Ok(()) => tokio::select! {
+                f = ws.next() => f,
+                _ = tokio::time::sleep_until(wake) => {
+                    if !sending { break; }
+                    continue;
+                }
+            },
+            Err(_) => None,
         };
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(_)) => continue,
-            _ => break,
+            _ => match redial.as_mut() {
+                // A new connection, then every unconfirmed send again, with
+                // its `client_msg_id`: the server stores none of them twice.
+                Some(r) => {
+                    ws = r.dial().await?;
+                    let _ = write_sends(&mut ws, &conv, pending.iter()).await;
+                    continue;
+                }
+                None => break,
+            },
         };
         let at = Instant::now();
         if text.contains(r#""type":"sent""#) {
@@ -285,7 +334,7 @@ pub(super) async fn send(
             if at < stop_at {
                 stats.in_window += 1;
             }
-            if let Some(t) = pending.pop_front() {
+            if let Some((_, _, t)) = pending.pop_front() {
                 stats.send_to_sent.record(micros(t, at).max(1))?;
             }
         } else if text.contains(r#""type":"error""#) {
@@ -298,6 +347,18 @@ pub(super) async fn send(
     Ok(stats)
 }
 
+/// Writes `send` frames (feed each, flush once).
+async fn write_sends<'a>(
+    ws: &mut Ws,
+    conv: &str,
+    sends: impl Iterator<Item = &'a (u64, u64, Instant)>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for &(n, stamp, _) in sends {
+        ws.feed(send_frame(conv, n, stamp)).await?;
+    }
+    ws.flush().await
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn receive(
     mut ws: Ws,
@@ -308,6 +369,7 @@ pub(super) async fn receive(
     stop_at: Instant,
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
+    mut redial: Option<Redial>,
 ) -> anyhow::Result<ReceiverStats> {
     let mut stats =
         ReceiverStats { samples: Samples::new(start), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
@@ -323,9 +385,12 @@ pub(super) async fn receive(
             Some(f) => f,
             None => {
                 if last_seq > acked {
-                    ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#)))
-                        .await?;
-                    acked = last_seq;
+                    let ack = ws.send(Message::text(format!(
+                        r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#
+                    )));
+                    if ack.await.is_ok() {
+                        acked = last_seq;
+                    }
                 }
                 // Idle: wake now and then only to see whether the sender is done.
                 match tokio::time::timeout(IDLE_CHECK, ws.next()).await {
@@ -338,7 +403,16 @@ pub(super) async fn receive(
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(_)) => continue,
-            _ => break,
+            _ => match redial.as_mut() {
+                // The new connection streams from the stored cursor: what
+                // arrives again counts as a duplicate, never as lost.
+                Some(r) => {
+                    ws = r.dial().await?;
+                    acked = 0;
+                    continue;
+                }
+                None => break,
+            },
         };
         let now = Instant::now();
         let Ok(ServerFrame::Message(m)) = ServerFrame::parse(&text) else { continue };
@@ -364,8 +438,11 @@ pub(super) async fn receive(
             pair.recent.record(latency);
         }
         if last_seq - acked >= ACK_EVERY {
-            ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#))).await?;
-            acked = last_seq;
+            let ack =
+                ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#)));
+            if ack.await.is_ok() {
+                acked = last_seq;
+            }
         }
     }
     if last_seq > acked {

@@ -47,11 +47,11 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         let g = i / members;
         let (pair, conv) = (Arc::clone(&pairs[g]), conversations[g].clone());
         if i % members == 0 {
-            senders.push(tokio::spawn(send(ws, conv, pair, epoch, start, stop_at, interval, args.inflight)));
+            senders.push(tokio::spawn(send(ws, conv, pair, epoch, start, stop_at, interval, args.inflight, None)));
         } else {
             receivers.push((
                 g,
-                tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered))),
+                tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None)),
             ));
         }
     }

@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Start a server of this binary on a temporary data directory.
     #[arg(long)]
     pub spawn: bool,
+    /// direct: a device whose connection drops connects again to the next
+    /// --url and carries on, resending unconfirmed sends with their
+    /// `client_msg_id` (for runs where a node is killed on purpose).
+    #[arg(long)]
+    pub reconnect: bool,
     /// The load to run.
     #[arg(long, value_enum, default_value_t = Scenario::Direct)]
     pub scenario: Scenario,

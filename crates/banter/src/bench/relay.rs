@@ -104,7 +104,17 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         let conv = format!("{}", 300_000_000_000_000_000 + p as u64);
         let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         let pair = Arc::clone(&pairs[p]);
-        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, start + offset, stop_at, interval, args.inflight)));
+        send_tasks.push(tokio::spawn(send(
+            ws,
+            conv,
+            pair,
+            epoch,
+            start + offset,
+            stop_at,
+            interval,
+            args.inflight,
+            None,
+        )));
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("relay ", start, args.duration, Arc::clone(&delivered), recent);
