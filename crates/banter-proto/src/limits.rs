@@ -39,15 +39,33 @@ pub fn valid_password(password: &str) -> bool {
     PASSWORD_BYTES.contains(&password.len())
 }
 
-/// Whether `id` is an acceptable `client_msg_id`.
+/// Whether `id` is an acceptable `client_msg_id`: 1 to 64 characters, none
+/// of them a control character (stores refuse NUL, and logs should not
+/// carry line breaks from clients).
 pub fn valid_client_msg_id(id: &str) -> bool {
     let n = id.chars().count();
-    (1..=MAX_CLIENT_MSG_ID_CHARS).contains(&n)
+    (1..=MAX_CLIENT_MSG_ID_CHARS).contains(&n) && !id.chars().any(char::is_control)
+}
+
+/// Whether `title` is an acceptable group title: at most [`MAX_TITLE_BYTES`], no control characters.
+pub fn valid_title(title: &str) -> bool {
+    title.len() <= MAX_TITLE_BYTES && !title.chars().any(char::is_control)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_msg_ids_and_titles_refuse_control_characters() {
+        assert!(valid_client_msg_id("m-1"));
+        assert!(!valid_client_msg_id("a\u{0}b"));
+        assert!(!valid_client_msg_id("line\nbreak"));
+        assert!(!valid_client_msg_id(""));
+        assert!(valid_title("Lunch crew ☕"));
+        assert!(!valid_title("nul\u{0}"));
+        assert!(!valid_title(&"x".repeat(MAX_TITLE_BYTES + 1)));
+    }
 
     #[test]
     fn usernames() {

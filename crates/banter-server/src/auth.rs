@@ -69,10 +69,15 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 /// Most tokens remembered; past it the cache is emptied.
 const MAX_CACHED_TOKENS: usize = 1 << 20;
+/// How long a resolved token is trusted before the store is asked again, so
+/// that a logout whose bus event was lost (cluster mode) takes effect anyway.
+pub const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Tokens already resolved by this node, so that a request or a hello does
 /// not read the store to authenticate. Logout removes the device's entry
-/// before it answers, so a revoked token stops working at once here.
+/// before it answers, so a revoked token stops working at once here (and,
+/// in cluster mode, on the other nodes when they hear of it; at the latest
+/// after [`TOKEN_TTL`]).
 #[derive(Debug, Default)]
 pub struct TokenCache {
     inner: std::sync::Mutex<TokenMaps>,
@@ -80,13 +85,14 @@ pub struct TokenCache {
 
 #[derive(Debug, Default)]
 struct TokenMaps {
-    by_hash: std::collections::HashMap<[u8; 32], Auth>,
+    by_hash: std::collections::HashMap<[u8; 32], (Auth, std::time::Instant)>,
     by_device: std::collections::HashMap<DeviceId, [u8; 32]>,
 }
 
 impl TokenCache {
     fn get(&self, hash: &[u8; 32]) -> Option<Auth> {
-        self.inner.lock().expect("token cache lock").by_hash.get(hash).copied()
+        let maps = self.inner.lock().expect("token cache lock");
+        maps.by_hash.get(hash).filter(|(_, at)| at.elapsed() < TOKEN_TTL).map(|(auth, _)| *auth)
     }
 
     fn insert(&self, hash: [u8; 32], auth: Auth) {
@@ -95,8 +101,15 @@ impl TokenCache {
             maps.by_hash.clear();
             maps.by_device.clear();
         }
-        maps.by_hash.insert(hash, auth);
+        maps.by_hash.insert(hash, (auth, std::time::Instant::now()));
         maps.by_device.insert(auth.device_id, hash);
+    }
+
+    /// Forgets every token (the bus reconnected: logouts may have been missed).
+    pub fn clear(&self) {
+        let mut maps = self.inner.lock().expect("token cache lock");
+        maps.by_hash.clear();
+        maps.by_device.clear();
     }
 
     /// Forgets a device's token (logout).

@@ -107,25 +107,27 @@ impl Hub {
     }
 
     /// Registers `link` for `user`; an older connection of the same device is
-    /// unregistered and returned, to be closed with 4002.
-    pub fn register(&self, user: UserId, link: Link) -> Option<Link> {
+    /// unregistered and returned, to be closed with 4002. `announce` runs
+    /// under the registry's lock, so announcements (which must not block)
+    /// leave in the order of the changes they describe.
+    pub fn register(&self, user: UserId, link: Link, announce: impl FnOnce()) -> Option<Link> {
         let mut users = self.users.write().expect("hub lock");
         let links = users.entry(user).or_default();
         let old = links.iter().position(|l| l.device_id == link.device_id).map(|i| links.swap_remove(i));
         links.push(link);
+        announce();
         old
     }
 
-    /// Unregisters a connection; `true` if the user has no connection left.
-    pub fn unregister(&self, user: UserId, conn_id: u64) -> bool {
+    /// Unregisters a connection; `last_gone` runs, under the registry's lock,
+    /// if the user has no connection left.
+    pub fn unregister(&self, user: UserId, conn_id: u64, last_gone: impl FnOnce()) {
         let mut users = self.users.write().expect("hub lock");
-        let Some(links) = users.get_mut(&user) else { return true };
+        let Some(links) = users.get_mut(&user) else { return };
         links.retain(|l| l.conn_id != conn_id);
         if links.is_empty() {
             users.remove(&user);
-            true
-        } else {
-            false
+            last_gone();
         }
     }
 
@@ -174,9 +176,11 @@ impl Hub {
         }
     }
 
-    /// Users with at least one connection here.
-    pub fn users(&self) -> Vec<UserId> {
-        self.users.read().expect("hub lock").keys().copied().collect()
+    /// Runs `f` on the users with at least one connection here, under the
+    /// registry's lock (so what `f` announces is not overtaken by a change).
+    pub fn with_users<T>(&self, f: impl FnOnce(&mut dyn Iterator<Item = UserId>) -> T) -> T {
+        let users = self.users.read().expect("hub lock");
+        f(&mut users.keys().copied())
     }
 
     /// Asks every connection to re-read its position from the store.

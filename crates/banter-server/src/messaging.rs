@@ -33,7 +33,10 @@ pub const ENVELOPE_BYTES: usize = 512;
 /// `max_frame_bytes`, whether it came over WebSocket or HTTP.
 pub fn validate(client_msg_id: &str, content: &RawValue, max_frame_bytes: usize) -> ApiResult<()> {
     if !limits::valid_client_msg_id(client_msg_id) {
-        return Err(ApiError::new(ErrorCode::InvalidFrame, "client_msg_id must be 1-64 characters"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidFrame,
+            "client_msg_id must be 1-64 characters, none a control character",
+        ));
     }
     if content.get().len() + client_msg_id.len() + ENVELOPE_BYTES > max_frame_bytes {
         return Err(ApiError::new(ErrorCode::TooLarge, "content does not fit in one frame"));
@@ -68,12 +71,16 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
         .await?;
     if !appended.duplicate {
         metrics::counter!("messages_sent_total").increment(1);
-        // The message is stored: a failed push must not turn its `sent` into an
-        // error. Devices that missed it catch up from the store on their next
-        // gap or reconnect.
-        if let Err(e) = dispatch(state, &appended.message, req.exclude_origin.then_some(req.device)).await {
-            tracing::warn!(error = %e.message, "push after store failed; connections resync");
-        }
+    }
+    // Pushed on a retry too: the first attempt may have been stored after its
+    // caller gave up (a store timeout), and then never pushed. Pushes are
+    // hints; a device that has the message passes over it. The device that
+    // sent it over WebSocket (as stored) is never pushed its own message.
+    // The message is stored: a failed push must not turn its `sent` into an
+    // error; devices that missed it catch up from the store.
+    let m = &appended.message;
+    if let Err(e) = dispatch(state, m, (m.sender_device != 0).then_some(m.sender_device)).await {
+        tracing::warn!(error = %e.message, "push after store failed; connections resync");
     }
     Ok(appended.message)
 }

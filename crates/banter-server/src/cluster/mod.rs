@@ -67,6 +67,8 @@ pub struct Cluster {
     outbox: mpsc::Sender<Bytes>,
     taken: Mutex<Option<Taken>>,
     connected: AtomicBool,
+    /// Events may have been lost (slow consumer, subscription ended): repair at the next beat.
+    missed: AtomicBool,
     /// When each other node was last heard from.
     peers: Mutex<HashMap<NodeId, Instant>>,
 }
@@ -105,6 +107,7 @@ impl Cluster {
             outbox,
             taken: Mutex::new(Some(Taken { outbox: outbox_rx, connection_events })),
             connected: AtomicBool::new(true),
+            missed: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
         })
     }

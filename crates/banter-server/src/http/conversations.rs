@@ -64,8 +64,8 @@ pub async fn create(
             Ok((status, AppJson(views::conversation(&conv))))
         }
         ConversationKind::Group => {
-            if body.title.as_ref().is_some_and(|t| t.len() > limits::MAX_TITLE_BYTES) {
-                return Err(ApiError::invalid("title is over 256 bytes"));
+            if body.title.as_ref().is_some_and(|t| !limits::valid_title(t)) {
+                return Err(ApiError::invalid("a title has at most 256 bytes and no control characters"));
             }
             if members.len() + 1 > limits::MAX_GROUP_MEMBERS && !members.contains(&auth.user_id) {
                 return Err(ApiError::new(ErrorCode::TooLarge, "at most 100000 members"));

@@ -55,7 +55,8 @@ const PAGES_PER_TURN: usize = 4;
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
-type AckResult = banter_store::Result<Vec<(ConversationId, u64)>>;
+/// An ack write's outcome, with the acks it carried (kept again if it failed).
+type AckResult = (Vec<Ack>, banter_store::Result<Vec<(ConversationId, u64)>>);
 
 /// Runs a connection from the upgrade to the close.
 pub(super) async fn run(state: Arc<AppState>, socket: WebSocket) {
@@ -209,10 +210,10 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     let conn_id = state.hub.next_conn_id();
     let since = crate::clock::now_ms();
     let link = Link { conn_id, device_id: auth.device_id, since, tx, control: Arc::clone(&control) };
-    if let Some(old) = state.hub.register(auth.user_id, link) {
+    let announce = || deliver::connected(state, auth.user_id, auth.device_id, since);
+    if let Some(old) = state.hub.register(auth.user_id, link, announce) {
         old.control.close(close::REPLACED);
     }
-    deliver::connected(state, auth.user_id, auth.device_id, since);
     Presence::connected(state, auth.user_id);
     let now = Instant::now();
     let mut c = Connection {
@@ -256,9 +257,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     c.unreport_gauges();
     let user = c.auth.user_id;
     state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
-    if state.hub.unregister(user, c.conn_id) {
-        deliver::disconnected(state, user);
-    }
+    state.hub.unregister(user, c.conn_id, || deliver::disconnected(state, user));
     Presence::disconnected(state, user);
     if let Some((code, reason)) = c.close {
         close_with(&mut c.sink, &mut stream, code, reason).await;
@@ -336,7 +335,9 @@ impl Connection {
     /// next connection does not get those messages again.
     async fn store_last_acks(&mut self) {
         if let Some(write) = self.ack_write.take() {
-            let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, write).await;
+            if let Ok((acks, Err(_))) = tokio::time::timeout(SEND_DRAIN_TIMEOUT, write).await {
+                self.due_again(acks);
+            }
         }
         if !self.acks_due.is_empty() {
             let acks = self.take_acks();
@@ -492,7 +493,10 @@ impl Connection {
         let acks = self.take_acks();
         let store = Arc::clone(&self.state.store);
         let Auth { user_id, device_id } = self.auth;
-        self.ack_write = Some(Box::pin(async move { store.ack(user_id, device_id, acks).await }));
+        self.ack_write = Some(Box::pin(async move {
+            let result = store.ack(user_id, device_id, acks.clone()).await;
+            (acks, result)
+        }));
     }
 
     /// The acks due, marked for receipts unless their group is above the fan-out threshold.
@@ -509,14 +513,26 @@ impl Connection {
             .collect()
     }
 
-    async fn on_acks_stored(&mut self, result: AckResult) {
+    async fn on_acks_stored(&mut self, (acks, result): AckResult) {
         match result {
             Ok(rose) => {
                 for (conversation, seq) in rose {
                     self.receipt(conversation, ReceiptKind::Delivered, seq).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "storing acks failed"),
+            Err(e) => {
+                // Due again, with whatever came meanwhile: the next write retries them.
+                tracing::warn!(error = %e, "storing acks failed; retrying");
+                self.due_again(acks);
+            }
+        }
+    }
+
+    /// Makes acks whose write failed due again, merged with any that came since.
+    fn due_again(&mut self, acks: Vec<Ack>) {
+        for ack in acks {
+            let due = self.acks_due.entry(ack.conversation_id).or_default();
+            *due = (*due).max(ack.seq);
         }
     }
 
