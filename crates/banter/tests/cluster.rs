@@ -1,11 +1,11 @@
 //! Cluster mode: three nodes on one PostgreSQL database and one NATS, with
 //! the contract unchanged whichever node a client reaches, and the failures
-//! a cluster must survive: a node killed, NATS restarted, PostgreSQL gone.
+//! a cluster must survive: a node killed, NATS restarted, PostgreSQL stopped.
 
 mod common;
 
 use banter_client::{Event, HttpClient, Session, SessionOptions};
-use common::cluster::Backing;
+use common::cluster::{Backing, PgServer};
 use common::proxy::Proxy;
 use common::{Server, User};
 use serde_json::json;
@@ -286,21 +286,22 @@ async fn a_nats_restart_mid_run_loses_nothing_and_nodes_reconnect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_unreachable_answers_unavailable_then_recovers_by_itself() {
+async fn postgres_stopped_answers_unavailable_then_the_node_recovers_by_itself() {
+    // A PostgreSQL of this test's own, which it stops and starts.
+    let mut pg = PgServer::start();
     let backing = Backing::shared().await;
-    let pg: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let pg = std::env::var("BANTER_TEST_POSTGRES_ADDR").ok().and_then(|a| a.parse().ok()).unwrap_or(pg);
-    let link = Proxy::start(pg).await;
-    let args = backing.node_args(1, &backing.db_url(Some(link.addr)));
+    let args = backing.node_args(1, &pg.url());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let node = Server::start(&args).await;
     let (alice, bob) = (node.user("alice").await, node.user("bob").await);
     let conv = node.direct(&alice, &bob).await;
     let mut wa = node.connect(&alice).await;
+    let mut wb = node.connect(&bob).await;
     wa.send_text_message(&conv, "before", "stored").await;
+    assert_eq!(wb.expect("message").await["seq"], 1);
 
-    // PostgreSQL unreachable: a clear error, not a hang; /healthz says so.
-    link.block();
+    // PostgreSQL stopped: a clear error, not a hang; /healthz says so.
+    pg.stop();
     wa.send(json!({"type": "send", "client_msg_id": "during", "conversation_id": conv,
                    "content": {"type": "text", "text": "not now"}}))
         .await;
@@ -308,9 +309,18 @@ async fn postgres_unreachable_answers_unavailable_then_recovers_by_itself() {
     assert_eq!((e["code"].as_str(), e["ref"].as_str()), (Some("unavailable"), Some("during")));
     let (status, body) = node.http().get("/healthz", None).await;
     assert_eq!(status, 503, "{body}");
+    let (status, body) = node
+        .http()
+        .post(
+            &format!("/v1/conversations/{conv}/messages"),
+            Some(&alice.token),
+            json!({"client_msg_id": "http-during", "content": {"type": "text", "text": "not now"}}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
 
-    // Back: the node recovers by itself and the same send succeeds.
-    link.unblock();
+    // Started again: the node recovers by itself, the same send succeeds and is delivered.
+    pg.restart();
     let mut healthy = false;
     for _ in 0..100 {
         if node.http().get("/healthz", None).await.0 == 200 {
@@ -322,6 +332,9 @@ async fn postgres_unreachable_answers_unavailable_then_recovers_by_itself() {
     assert!(healthy, "the node did not recover");
     let sent = wa.send_text_message(&conv, "during", "now").await;
     assert_eq!(sent["seq"], 2);
+    let m = wb.expect_within("message", Duration::from_secs(15)).await;
+    assert_eq!((m["seq"].as_u64(), m["content"]["text"].as_str()), (Some(2), Some("now")));
+    assert_eq!(node.history(&alice, &conv).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 //! What cluster tests stand on: a fresh PostgreSQL database and a private
-//! prefix on NATS per test (dropped at the end), or a NATS server of the
-//! test's own that it can stop and start.
+//! prefix on NATS per test (dropped at the end), or a NATS server or a
+//! PostgreSQL server of the test's own that it can stop and start.
 
 use super::Server;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,18 +55,10 @@ impl Backing {
         Backing { db_name, nats_url, prefix: unique("t").replace('_', "-"), nats }
     }
 
-    /// The database's URL, reached directly or through `via` (a proxy).
-    pub fn db_url(&self, via: Option<SocketAddr>) -> String {
+    /// The database's URL.
+    pub fn db_url(&self) -> String {
         let admin = admin_url();
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
-        let base = match via {
-            Some(addr) => {
-                let user =
-                    base.split("://").nth(1).and_then(|r| r.split_once('@')).map(|(u, _)| u).unwrap_or("postgres");
-                format!("postgres://{user}@{addr}")
-            }
-            None => base,
-        };
         format!("{base}/{}", self.db_name)
     }
 
@@ -82,7 +74,7 @@ impl Backing {
     pub async fn nodes(&self, n: u16, extra: &[&str]) -> Vec<Server> {
         let mut nodes = Vec::new();
         for id in 1..=n {
-            let mut args = self.node_args(id, &self.db_url(None));
+            let mut args = self.node_args(id, &self.db_url());
             args.extend(extra.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(Server::start(&args).await);
@@ -172,5 +164,93 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A PostgreSQL server of a test's own (initdb in a temporary directory, on
+/// a free port), so the test can stop and start it without touching the
+/// machine's. As root it runs as the `postgres` user, since PostgreSQL
+/// refuses to run as root.
+pub struct PgServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .unwrap_or_default();
+    versions.sort_by_key(|p| {
+        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    versions.pop().map(|bin| bin.join(tool)).unwrap_or_else(|| PathBuf::from(tool))
+}
+
+fn as_postgres(tool: &str) -> Command {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
+        c
+    } else {
+        Command::new(pg_bin(tool))
+    }
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Command::new("chown").arg("postgres").arg(dir.path()).status();
+        let status = as_postgres("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb (PostgreSQL's server package must be installed; see scripts/services)");
+        assert!(status.success(), "initdb failed");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut s = PgServer { port, dir, running: false };
+        s.restart();
+        s
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Starts it (again), and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log");
+        assert!(self.pg_ctl(&["-o", &options, "-l", log.to_str().unwrap(), "-w", "start"]), "pg_ctl start failed");
+        self.running = true;
+    }
+
+    /// Stops it the way an operator would (fast shutdown: sessions are ended).
+    pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.running, false) {
+            self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

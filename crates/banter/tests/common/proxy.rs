@@ -1,10 +1,10 @@
 //! A TCP proxy on loopback whose connections a test can cut at will, to
 //! drop a client's connection the way a network would. With several
 //! targets it is a round-robin load balancer that skips targets refusing
-//! connections; blocked, it is a network partition.
+//! connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -13,7 +13,6 @@ use tokio::task::AbortHandle;
 pub struct Proxy {
     pub addr: SocketAddr,
     live: Arc<Mutex<Vec<AbortHandle>>>,
-    blocked: Arc<AtomicBool>,
     accept: AbortHandle,
 }
 
@@ -27,16 +26,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
         let live: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let blocked = Arc::new(AtomicBool::new(false));
         let registry = Arc::clone(&live);
-        let refuse = Arc::clone(&blocked);
         let next = Arc::new(AtomicUsize::new(0));
         let targets = Arc::new(targets);
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if refuse.load(Ordering::Acquire) {
-                    continue; // dropped: the peer sees its connection close at once
-                }
                 let _ = inbound.set_nodelay(true);
                 let (targets, next) = (Arc::clone(&targets), Arc::clone(&next));
                 let task = tokio::spawn(async move {
@@ -53,7 +47,7 @@ impl Proxy {
             }
         })
         .abort_handle();
-        Proxy { addr, live, blocked, accept }
+        Proxy { addr, live, accept }
     }
 
     /// Cuts every connection open now; new ones are accepted as before.
@@ -61,16 +55,6 @@ impl Proxy {
         for h in self.live.lock().unwrap().drain(..) {
             h.abort();
         }
-    }
-
-    /// Cuts every connection and refuses new ones until [`Proxy::unblock`].
-    pub fn block(&self) {
-        self.blocked.store(true, Ordering::Release);
-        self.sever();
-    }
-
-    pub fn unblock(&self) {
-        self.blocked.store(false, Ordering::Release);
     }
 
     pub fn base(&self) -> String {
