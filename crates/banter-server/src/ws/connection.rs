@@ -47,8 +47,11 @@ pub const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// Most pushes taken from the channel before the loop writes.
 const PUSH_BATCH: usize = 128;
-/// After a failed read of the store, how long a connection waits before reading again.
+/// After a failed read of the store, a connection reads again after a
+/// random wait up to this, doubled after each failure in a row up to
+/// [`STORE_RETRY_MAX`], so that connections do not all retry at once.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Most store pages streamed per loop turn, so other events are not starved.
 const PAGES_PER_TURN: usize = 4;
 
@@ -196,6 +199,8 @@ struct Connection {
     more_to_stream: bool,
     /// Reading the store failed: when to try again (the connection is lagged until then).
     store_retry_at: Option<Instant>,
+    /// Failed reads of the store in a row.
+    store_failures: u32,
     close: Option<(u16, &'static str)>,
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
@@ -236,6 +241,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
         store_retry_at: None,
+        store_failures: 0,
         close: None,
         reported: (0, 0),
         meters: Meters::new(),
@@ -277,7 +283,12 @@ impl Connection {
                     // Start over from the stored cursors once the store answers again.
                     self.control.lagged.store(true, Ordering::Release);
                     self.more_to_stream = false;
-                    self.store_retry_at = Some(Instant::now() + STORE_RETRY);
+                    self.store_failures = self.store_failures.saturating_add(1);
+                    let ceiling =
+                        STORE_RETRY.saturating_mul(1 << (self.store_failures.min(6) - 1)).min(STORE_RETRY_MAX);
+                    self.store_retry_at = Some(Instant::now() + ceiling.mul_f64(rand::random_range(0.5..=1.0)));
+                } else {
+                    self.store_failures = 0;
                 }
             }
             if !self.flush().await {
