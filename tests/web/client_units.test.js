@@ -3,29 +3,19 @@
 // Rust SDK's tests of sequencer.rs, outbox.rs and backoff.rs.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launchBrowser, openUser, startServer } from './helpers.js';
+import { test } from 'node:test';
+import { openUser, serverAndBrowser } from './helpers.js';
 
-let server;
-let browser;
+const env = serverAndBrowser();
+/** One page for every test of this file, opened by the first. */
 let page;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  ({ page } = await openUser(browser, server));
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
 
 /**
  * Runs `body` in the page with the exports of connection.js and `m(seq)`,
  * which makes a message of conversation "a".
  */
-function inPage(body) {
+async function inPage(body) {
+  page ??= (await openUser(env.browser, env.server)).page;
   return page.evaluate(`(async () => {
     const { Backoff, Outbox, Sequencer } = await import('/js/connection.js');
     const m = (seq) => ({ conversation_id: 'a', message_id: 'id' + seq, seq, sender_id: '1', content: {} });

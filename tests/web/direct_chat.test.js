@@ -2,40 +2,28 @@
 // and see ticks go delivered then read, "typing…", and presence come and go.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   assertClean,
-  launchBrowser,
   messageTexts,
   openConversation,
   openPage,
   openUser,
   screenshot,
   sendMessage,
+  serverAndBrowser,
   signUp,
   startDirect,
-  startServer,
   waitFor,
   waitForState,
 } from './helpers.js';
 
-let server;
-let browser;
-
-before(async () => {
-  // A short grace makes "offline" show soon after the last tab closes.
-  server = await startServer(['--presence-grace-ms', '300']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// A short grace makes "offline" show soon after the last tab closes.
+const env = serverAndBrowser(['--presence-grace-ms', '300']);
 
 test('two users chat in a direct conversation with receipts, typing and presence', async () => {
-  const alice = await openUser(browser, server);
-  const bob = await openUser(browser, server);
+  const alice = await openUser(env.browser, env.server);
+  const bob = await openUser(env.browser, env.server);
   await screenshot(alice.page, 'auth-sign-in');
   await signUp(alice.page, 'alice');
   await signUp(bob.page, 'bob');
@@ -94,7 +82,7 @@ test('two users chat in a direct conversation with receipts, typing and presence
   );
   await waitFor('"last seen"', async () => (await alice.page.textContent('#thread-subtitle')).startsWith('last seen'));
   await screenshot(alice.page, 'direct-peer-offline');
-  bob.page = await openPage(bob, server);
+  bob.page = await openPage(bob, env.server);
   await waitFor("bob's dot online again", () =>
     alice.page.isVisible('.conv .presence-dot[data-presence="online"]'),
   );

@@ -3,41 +3,29 @@
 // and one member leaves.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   assertClean,
   http,
-  launchBrowser,
   messageTexts,
   openConversation,
   openUser,
   screenshot,
   sendMessage,
+  serverAndBrowser,
   signIn,
-  startServer,
   unlabelledControls,
   waitFor,
   waitForState,
 } from './helpers.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = serverAndBrowser();
 
 test('a group of three chats, grows by one, and loses one', async () => {
-  const api = http(server);
+  const api = http(env.server);
   for (const name of ['ann', 'ben', 'cat']) await api.account(name);
   const dan = await api.account('dan');
-  const [ann, ben, cat] = await Promise.all([1, 2, 3].map(() => openUser(browser, server)));
+  const [ann, ben, cat] = await Promise.all([1, 2, 3].map(() => openUser(env.browser, env.server)));
   await signIn(ann.page, 'ann');
   await signIn(ben.page, 'ben');
   await signIn(cat.page, 'cat');

@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,6 +29,23 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+
+/**
+ * The server and browser of one test file: started before its first test,
+ * closed after its last. Their fields are set once the `before` hook has run.
+ */
+export function serverAndBrowser(extraArgs = []) {
+  const env = { server: undefined, browser: undefined };
+  before(async () => {
+    env.server = await startServer(extraArgs);
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
+}
 
 /**
  * Starts `banter serve` ($BANTER_BIN, by default target/debug/banter) and

@@ -4,23 +4,21 @@
 // duplicates.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { assertClean, http, launchBrowser, openConversation, openUser, screenshot, signIn, startServer, waitFor } from './helpers.js';
+import { test } from 'node:test';
+import {
+  assertClean,
+  http,
+  openConversation,
+  openUser,
+  screenshot,
+  serverAndBrowser,
+  signIn,
+  waitFor,
+} from './helpers.js';
 
 const SEEDED = 120;
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = serverAndBrowser();
 
 /** The seqs of the messages shown, in order. */
 function shownSeqs(page) {
@@ -28,7 +26,7 @@ function shownSeqs(page) {
 }
 
 test('scrolling up loads older history without gaps or duplicates', async () => {
-  const api = http(server);
+  const api = http(env.server);
   const hal = await api.account('hal');
   const ivy = await api.account('ivy');
   const conversation = await api.call('POST', '/conversations', { kind: 'direct', members: [ivy.user_id] }, hal.token);
@@ -42,7 +40,7 @@ test('scrolling up loads older history without gaps or duplicates', async () => 
     );
   }
 
-  const reader = await openUser(browser, server);
+  const reader = await openUser(env.browser, env.server);
   await signIn(reader.page, 'hal');
   const { page } = reader;
   // Before the chat is opened only its newest message is known, so the count

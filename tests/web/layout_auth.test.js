@@ -3,40 +3,28 @@
 // a narrow window, and the page's accessibility basics.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   assertClean,
   http,
-  launchBrowser,
   messageTexts,
   openUser,
   screenshot,
   sendMessage,
+  serverAndBrowser,
   signIn,
   signUp,
   startDirect,
-  startServer,
   unlabelledControls,
   waitFor,
   waitForState,
 } from './helpers.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = serverAndBrowser();
 
 test('signing up, out and in', async () => {
-  await http(server).account('taken');
-  const user = await openUser(browser, server);
+  await http(env.server).account('taken');
+  const user = await openUser(env.browser, env.server);
   const { page } = user;
 
   await page.click('#mode-signup');
@@ -76,8 +64,8 @@ test('signing up, out and in', async () => {
 });
 
 test('a narrow window shows one pane at a time', async () => {
-  await http(server).account('mia');
-  const user = await openUser(browser, server, { viewport: { width: 390, height: 780 } });
+  await http(env.server).account('mia');
+  const user = await openUser(env.browser, env.server, { viewport: { width: 390, height: 780 } });
   const { page } = user;
   await screenshot(page, 'narrow-sign-in');
   await signUp(page, 'noah');
@@ -111,7 +99,7 @@ test('a narrow window shows one pane at a time', async () => {
 });
 
 test('the page is labelled for assistive technology', async () => {
-  const user = await openUser(browser, server);
+  const user = await openUser(env.browser, env.server);
   const { page } = user;
   assert.deepEqual(await unlabelledControls(page), [], 'sign-in form');
   await signUp(page, 'olga');

@@ -3,46 +3,34 @@
 // once, in order, and the server stored each once.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   assertClean,
   http,
-  launchBrowser,
   messageTexts,
   openConversation,
   openUser,
   screenshot,
   sendMessage,
+  serverAndBrowser,
   signIn,
   startDirect,
-  startServer,
   stateOf,
   storedHistory,
   waitFor,
   waitForState,
 } from './helpers.js';
 
-let server;
-let browser;
-
-before(async () => {
-  // A short ack timeout makes the server retry unacknowledged pushes quickly,
-  // so a client that failed to drop repeats would show them within the test.
-  server = await startServer(['--ack-timeout-ms', '300']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// A short ack timeout makes the server retry unacknowledged pushes quickly,
+// so a client that failed to drop repeats would show them within the test.
+const env = serverAndBrowser(['--ack-timeout-ms', '300']);
 
 test('messages written offline wait in the outbox and arrive once, in order', async () => {
-  const api = http(server);
+  const api = http(env.server);
   await api.account('carol');
   await api.account('dave');
-  const carol = await openUser(browser, server);
-  const dave = await openUser(browser, server);
+  const carol = await openUser(env.browser, env.server);
+  const dave = await openUser(env.browser, env.server);
   await signIn(carol.page, 'carol');
   await signIn(dave.page, 'dave');
 
@@ -82,7 +70,7 @@ test('messages written offline wait in the outbox and arrive once, in order', as
   await carol.page.waitForTimeout(1_500);
   assert.deepEqual(await messageTexts(carol.page), expected, 'each message once, in order');
   assert.deepEqual(await messageTexts(dave.page), expected);
-  const stored = await storedHistory(carol.page, server);
+  const stored = await storedHistory(carol.page, env.server);
   assert.deepEqual(
     stored.map((m) => m.content.text),
     expected,
@@ -93,11 +81,11 @@ test('messages written offline wait in the outbox and arrive once, in order', as
 });
 
 test('a send whose answer is lost goes again with the same client_msg_id and is stored once', async () => {
-  const api = http(server);
+  const api = http(env.server);
   await api.account('erin');
   await api.account('frank');
-  const erin = await openUser(browser, server);
-  const frank = await openUser(browser, server);
+  const erin = await openUser(env.browser, env.server);
+  const frank = await openUser(env.browser, env.server);
 
   // Erin's WebSocket goes through a proxy that loses the `sent` answering
   // the first send of "Lost answer", and drops the connection there.
@@ -144,7 +132,7 @@ test('a send whose answer is lost goes again with the same client_msg_id and is 
   await frank.page.waitForTimeout(1_000);
   assert.deepEqual(await messageTexts(frank.page), ['Lost answer', 'After the loss']);
   assert.deepEqual(await messageTexts(erin.page), ['Lost answer', 'After the loss']);
-  const stored = await storedHistory(frank.page, server);
+  const stored = await storedHistory(frank.page, env.server);
   assert.deepEqual(stored.map((m) => m.content.text), ['Lost answer', 'After the loss'], 'stored once');
   assertClean(assert, erin, frank);
 });

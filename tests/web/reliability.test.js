@@ -5,18 +5,17 @@
 // messages wait in the outbox.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   assertClean,
   http,
-  launchBrowser,
   messageTexts,
   openConversation,
   openUser,
   sendMessage,
+  serverAndBrowser,
   signIn,
   startDirect,
-  startServer,
   stateOf,
   storedHistory,
   waitFor,
@@ -25,28 +24,17 @@ import {
 
 const SOCKET = /\/v1\/ws$/;
 
-let server;
-let browser;
-
-before(async () => {
-  // A 3 s presence timeout makes the server ask for a heartbeat every second,
-  // so a silent connection is noticed within a few seconds.
-  server = await startServer(['--presence-timeout-ms', '3000']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// A 3 s presence timeout makes the server ask for a heartbeat every second,
+// so a silent connection is noticed within a few seconds.
+const env = serverAndBrowser(['--presence-timeout-ms', '3000']);
 
 /** Two signed-in users with a direct chat open on both sides; `route` is installed on the reader's browser first. */
 async function pair(writerName, readerName, route) {
-  const api = http(server);
+  const api = http(env.server);
   await api.account(writerName);
   await api.account(readerName);
-  const writer = await openUser(browser, server);
-  const reader = await openUser(browser, server);
+  const writer = await openUser(env.browser, env.server);
+  const reader = await openUser(env.browser, env.server);
   if (route) await reader.context.routeWebSocket(SOCKET, route);
   await signIn(writer.page, writerName);
   await signIn(reader.page, readerName);
@@ -139,7 +127,7 @@ test('messages waiting in the outbox survive a reload', async () => {
   await waitFor("tina's view", async () => (await messageTexts(writer.page)).length === 2);
   assert.deepEqual(await messageTexts(writer.page), ['first', 'kept across a reload']);
   assert.deepEqual(
-    (await storedHistory(writer.page, server)).map((m) => m.content.text),
+    (await storedHistory(writer.page, env.server)).map((m) => m.content.text),
     ['first', 'kept across a reload'],
   );
   assertClean(assert, writer, reader);
