@@ -18,6 +18,11 @@ use std::sync::Arc;
 
 /// Read buffer of each connection. Small, because most connections idle.
 pub const READ_BUFFER: usize = 2 * 1024;
+/// Frames are gathered up to this many bytes before they are written to the
+/// socket (and always at the end of a loop turn), so a burst of frames costs
+/// one write, not one per frame. A connection that has sent a burst keeps
+/// this much buffer capacity; an idle one keeps none.
+pub const WRITE_BUFFER: usize = 8 * 1024;
 
 /// # `GET /v1/ws`
 pub async fn upgrade(
@@ -35,7 +40,7 @@ pub async fn upgrade(
     }
     let max = state.config.max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(max.max(64 * 1024) * 16)
         .max_message_size(max)
         .max_frame_size(max)
