@@ -6,13 +6,14 @@
 //! Deliveries are counted per receiving device, so a group of M members
 //! turns each message into M − 1 acknowledged deliveries.
 
-use super::direct::{connect, receive, send, Pair, Tally};
+use super::direct::{connect, receive, send, Pair, SenderStats, Tally};
 use super::report::Report;
 use super::{server, setup, BenchArgs};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Connections opened at once.
@@ -29,10 +30,18 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     }
     let ws_url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
     eprintln!("opening {} connections", groups * members);
-    let sockets: Vec<_> = stream::iter(users.iter().map(|u| connect(&ws_url, &u.token)))
-        .buffered(CONNECT_CONCURRENCY)
-        .try_collect()
-        .await?;
+    // The senders (each group's creator) run on a thread of their own.
+    let mut senders =
+        SenderThread::connect(ws_url.clone(), users.chunks(members).map(|g| g[0].token.clone()).collect())?;
+    let receiving = users.chunks(members).enumerate().flat_map(|(g, m)| m[1..].iter().map(move |u| (g, u)));
+    let sockets: Vec<_> = stream::iter(receiving.map(|(g, u)| {
+        let url = &ws_url;
+        async move { connect(url, &u.token).await.map(|ws| (g, ws)) }
+    }))
+    .buffered(CONNECT_CONCURRENCY)
+    .try_collect()
+    .await?;
+    senders.ready().await?;
     let epoch = Instant::now();
     let start = Instant::now() + Duration::from_millis(100);
     let stop_at = start + Duration::from_secs(args.duration);
@@ -41,28 +50,110 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
     let interval = args.rate.map(|r| Duration::from_secs_f64(groups as f64 / r.max(1) as f64));
     let cpu_before = server_pid.and_then(server::cpu_seconds);
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for (i, ws) in sockets.into_iter().enumerate() {
-        let g = i / members;
-        let (pair, conv) = (Arc::clone(&pairs[g]), conversations[g].clone());
-        if i % members == 0 {
-            senders.push(tokio::spawn(send(ws, conv, pair, epoch, start, stop_at, interval, args.inflight, None)));
-        } else {
-            receivers.push((
-                g,
-                tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None)),
-            ));
-        }
-    }
+    let plan = Plan {
+        conversations: conversations.clone(),
+        pairs: pairs.clone(),
+        epoch,
+        start,
+        stop_at,
+        interval,
+        inflight: args.inflight,
+    };
+    let sent = senders.run(plan);
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|(g, ws)| {
+            let (pair, conv) = (Arc::clone(&pairs[g]), conversations[g].clone());
+            let task = receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None);
+            (g, tokio::spawn(task))
+        })
+        .collect();
     eprintln!("sending for {} s", args.duration);
     let mut tally = Tally::new();
     let mut confirmed = Vec::with_capacity(groups);
-    for t in senders {
-        confirmed.push(tally.sender(t.await??)?);
+    for stats in sent.await?? {
+        confirmed.push(tally.sender(stats)?);
     }
     for (g, t) in receivers {
         tally.receiver(t.await??, confirmed[g])?;
     }
     Ok(tally.report(args, groups, groups * members, server_pid, cpu_before))
+}
+
+/// When and how the senders send.
+struct Plan {
+    conversations: Vec<String>,
+    pairs: Vec<Arc<Pair>>,
+    epoch: Instant,
+    start: Instant,
+    stop_at: Instant,
+    interval: Option<Duration>,
+    inflight: usize,
+}
+
+/// The senders, on a thread and runtime of their own: sharing a runtime with
+/// thousands of busy receiver tasks, a sender would read its `sent` only
+/// when its turn in that queue came, and its send→`sent` time would measure
+/// this process instead of the server. A real sender is a device of its own.
+struct SenderThread {
+    ready: oneshot::Receiver<anyhow::Result<()>>,
+    plan: oneshot::Sender<Plan>,
+    done: oneshot::Receiver<anyhow::Result<Vec<SenderStats>>>,
+}
+
+impl SenderThread {
+    /// Starts the thread, which connects one sender per token.
+    fn connect(url: String, tokens: Vec<String>) -> anyhow::Result<SenderThread> {
+        let (ready_tx, ready) = oneshot::channel();
+        let (plan, plan_rx) = oneshot::channel::<Plan>();
+        let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("bench-senders".into()).spawn(move || {
+            runtime.block_on(async move {
+                let mut sockets = Vec::with_capacity(tokens.len());
+                for token in &tokens {
+                    match connect(&url, token).await {
+                        Ok(ws) => sockets.push(ws),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                let Ok(p) = plan_rx.await else { return };
+                let tasks: Vec<_> = sockets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(g, ws)| {
+                        let (pair, conv) = (Arc::clone(&p.pairs[g]), p.conversations[g].clone());
+                        tokio::spawn(send(ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, None))
+                    })
+                    .collect();
+                let mut stats = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    match t.await.map_err(anyhow::Error::from).and_then(|r| r) {
+                        Ok(s) => stats.push(s),
+                        Err(e) => {
+                            let _ = done_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = done_tx.send(Ok(stats));
+            })
+        })?;
+        Ok(SenderThread { ready, plan, done })
+    }
+
+    /// Waits until every sender is connected.
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        (&mut self.ready).await.map_err(|_| anyhow::anyhow!("sender thread ended"))?
+    }
+
+    /// Starts sending; the result is every sender's figures, in group order.
+    fn run(self, plan: Plan) -> oneshot::Receiver<anyhow::Result<Vec<SenderStats>>> {
+        let _ = self.plan.send(plan);
+        self.done
+    }
 }
