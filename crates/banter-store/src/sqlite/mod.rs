@@ -518,7 +518,7 @@ impl Store for SqliteStore {
 
     async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>> {
         self.writer
-            .write_unguarded(move |c| {
+            .write_bulk(move |c| {
                 // Both writes only move positions forward: harmless to keep if a later step fails.
                 let mut rose = Vec::new();
                 for ack in acks {

@@ -7,18 +7,30 @@
 //! job. So concurrent sends share a commit, and no answer leaves before its
 //! data is durable. The batch grows with the load by itself: while one commit
 //! is being synced, the next batch gathers in the channel.
+//!
+//! Jobs come in two classes. Cursor writes (acks) are *bulk*: there can be
+//! one per connected device every few milliseconds, and each can wait.
+//! Everything else, appends above all, is *urgent*. Each batch runs every
+//! urgent job waiting, then bulk jobs only for [`BULK_BUDGET`], leaving the
+//! rest for the next batch; so a send never queues behind the cursor writes
+//! of ten thousand devices, while those still drain at full speed when
+//! nothing else is waiting.
 
 use crate::{ConversationId, Result, StoreError};
 use rusqlite::Connection;
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs in one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
-/// Capacity of the job channel; senders wait when it is full.
+/// Capacity of the job channel; senders wait when it is full. The writer
+/// also holds at most this many jobs taken from it and not yet run.
 pub(crate) const QUEUE_CAPACITY: usize = 16 * 1024;
+/// Longest a batch spends running bulk jobs, so urgent ones wait at most
+/// about this (and a commit) behind them.
+pub(crate) const BULK_BUDGET: Duration = Duration::from_millis(2);
 
 /// Most conversations whose last seq is cached; past it the cache is emptied.
 const MAX_CACHED_SEQS: usize = 1 << 20;
@@ -57,10 +69,16 @@ type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// A unit of work run inside the batch transaction.
 pub(crate) type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
+/// A job as queued, with its class.
+struct Queued {
+    job: Job,
+    bulk: bool,
+}
+
 /// The handle through which async code submits writes.
 #[derive(Clone, Debug)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Writer {
@@ -81,7 +99,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(move |conn| in_savepoint(conn, f)).await
+        self.submit(false, move |conn| in_savepoint(conn, f)).await
     }
 
     /// Like [`Writer::write`] without the savepoint, for the hot path: only
@@ -92,10 +110,19 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(f).await
+        self.submit(false, f).await
     }
 
-    async fn submit<T, F>(&self, f: F) -> Result<T>
+    /// Like [`Writer::write_unguarded`], for bulk jobs (see the module notes).
+    pub(crate) async fn write_bulk<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(true, f).await
+    }
+
+    async fn submit<T, F>(&self, bulk: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -111,7 +138,7 @@ impl Writer {
                 let _ = reply.send(result);
             })
         });
-        self.tx.send(job).await.map_err(|_| StoreError::Unavailable("store is shut down".into()))?;
+        self.tx.send(Queued { job, bulk }).await.map_err(|_| StoreError::Unavailable("store is shut down".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 }
@@ -132,22 +159,39 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
+    let mut urgent: VecDeque<Job> = VecDeque::new();
+    let mut bulk: VecDeque<Job> = VecDeque::new();
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+    let sort = |q: Queued, urgent: &mut VecDeque<Job>, bulk: &mut VecDeque<Job>| {
+        if q.bulk {
+            bulk.push_back(q.job)
+        } else {
+            urgent.push_back(q.job)
+        }
+    };
+    loop {
+        if urgent.is_empty() && bulk.is_empty() {
+            match rx.blocking_recv() {
+                Some(q) => sort(q, &mut urgent, &mut bulk),
+                None => break,
+            }
+        }
+        while urgent.len() + bulk.len() < QUEUE_CAPACITY {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(q) => sort(q, &mut urgent, &mut bulk),
                 Err(_) => break,
             }
         }
         let started = Instant::now();
-        let size = batch.len();
         let failure = match run_cached(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
-                completions.extend(batch.drain(..).map(|job| job(&conn)));
+                let take = urgent.len().min(MAX_BATCH);
+                completions.extend(urgent.drain(..take).map(|job| job(&conn)));
+                while completions.len() < MAX_BATCH && started.elapsed() < BULK_BUDGET {
+                    let Some(job) = bulk.pop_front() else { break };
+                    completions.push(job(&conn));
+                }
                 match run_cached(&conn, "COMMIT") {
                     Ok(()) => None,
                     Err(e) => {
@@ -161,10 +205,12 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 // Nothing ran. Dropping the jobs drops their reply channels,
                 // which their callers see as `Unavailable`.
-                batch.clear();
+                urgent.clear();
+                bulk.clear();
                 Some(StoreError::from(e))
             }
         };
+        let size = completions.len();
         if let Some(e) = &failure {
             tracing::error!(error = %e, jobs = size, "store commit failed");
         }
