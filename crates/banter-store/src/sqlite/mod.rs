@@ -78,6 +78,7 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        keep_plans(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
         let (writer, _thread) = Writer::start(conn);
@@ -85,6 +86,15 @@ impl SqliteStore {
         start_checkpointer(path.clone(), Arc::downgrade(&alive));
         Ok(SqliteStore { writer, readers: ReadPool::new(path), _alive: alive })
     }
+}
+
+/// Turns on the query planner stability guarantee. Without it, binding a new
+/// value to a parameter the planner looked at (such as `LIMIT ?`) makes
+/// SQLite compile the statement again on its next step, so a cached
+/// statement would be parsed and planned anew on almost every use.
+fn keep_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 fn kind_of(code: i64) -> Kind {

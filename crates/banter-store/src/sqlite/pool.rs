@@ -1,23 +1,34 @@
 //! Read-only connections, used on tokio's blocking threads so that SQLite
 //! never blocks the async runtime. WAL lets them read while the writer commits.
+//!
+//! At most [`READERS`] reads run at once; more wait for a connection. Each
+//! connection is opened once and kept, with its prepared statements, so a
+//! burst of reads (thousands of devices connecting) neither opens a
+//! connection per read nor parses its SQL again.
 
 use crate::Result;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
-/// Idle read connections kept open.
-const MAX_IDLE: usize = 8;
+/// Read connections, and so reads running at once.
+pub(crate) const READERS: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
 }
 
 impl ReadPool {
     pub(crate) fn new(path: PathBuf) -> Arc<ReadPool> {
-        Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) })
+        Arc::new(ReadPool {
+            path,
+            idle: Mutex::new(Vec::with_capacity(READERS)),
+            permits: Arc::new(Semaphore::new(READERS)),
+        })
     }
 
     fn open(&self) -> Result<Connection> {
@@ -26,6 +37,7 @@ impl ReadPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        super::keep_plans(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -36,18 +48,21 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let permit =
+            Arc::clone(&self.permits).acquire_owned().await.map_err(|e| crate::StoreError::Internal(e.to_string()))?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the read, even if its caller gives
+            // up; holding it, there is an idle connection unless fewer than
+            // READERS have been opened yet.
+            let _permit = permit;
             let taken = pool.idle.lock().expect("pool lock").pop();
             let conn = match taken {
                 Some(c) => c,
                 None => pool.open()?,
             };
             let out = f(&conn);
-            let mut idle = pool.idle.lock().expect("pool lock");
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-            }
+            pool.idle.lock().expect("pool lock").push(conn);
             out
         })
         .await
