@@ -23,7 +23,7 @@ use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
 use banter_store::{Ack, ConversationId, SeqRange, StoredMessage, UserId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -316,7 +316,14 @@ impl Connection {
                     let code = self.control.close_code.load(Ordering::Acquire);
                     self.close = Some((code, if code == close::REPLACED { "replaced by a new connection" } else { "logged out" }));
                 }
-                Some(done) = self.sends.next(), if !self.sends.is_empty() => self.on_sent(done),
+                Some(done) = self.sends.next(), if !self.sends.is_empty() => {
+                    // Sends of one commit finish together: answer all that
+                    // are done, so their `sent` frames share one write.
+                    self.on_sent(done);
+                    while let Some(Some(done)) = self.sends.next().now_or_never() {
+                        self.on_sent(done);
+                    }
+                }
                 Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; self.on_acks_stored(result).await; }
                 Some(push) = rx.recv() => {
                     self.on_push(push);
