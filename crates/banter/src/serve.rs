@@ -156,8 +156,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let state = banter_server::state(config, store, cluster, banter_server::install_metrics());
     tracing::info!(%addr, store = %args.store_label(), node = args.node_id, "banter listening");
@@ -182,4 +181,18 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// Connections the kernel holds for `accept` (it caps this at
+/// `net.core.somaxconn`). A reconnect storm arrives at once: past the queue,
+/// connection attempts are dropped and their clients try again only a
+/// second or more later, so the queue is as long as the kernel allows
+/// rather than tokio's default of 1,024.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
