@@ -159,37 +159,54 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
-    let mut urgent: VecDeque<Job> = VecDeque::new();
-    let mut bulk: VecDeque<Job> = VecDeque::new();
-    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
-    let sort = |q: Queued, urgent: &mut VecDeque<Job>, bulk: &mut VecDeque<Job>| {
+/// Jobs taken from the channel and not yet run, by class.
+#[derive(Default)]
+struct Pending {
+    urgent: VecDeque<Job>,
+    bulk: VecDeque<Job>,
+}
+
+impl Pending {
+    fn push(&mut self, q: Queued) {
         if q.bulk {
-            bulk.push_back(q.job)
+            self.bulk.push_back(q.job)
         } else {
-            urgent.push_back(q.job)
+            self.urgent.push_back(q.job)
         }
-    };
+    }
+
+    fn len(&self) -> usize {
+        self.urgent.len() + self.bulk.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.bulk.is_empty()
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
+    let mut pending = Pending::default();
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     loop {
-        if urgent.is_empty() && bulk.is_empty() {
+        if pending.is_empty() {
             match rx.blocking_recv() {
-                Some(q) => sort(q, &mut urgent, &mut bulk),
+                Some(q) => pending.push(q),
                 None => break,
             }
         }
-        while urgent.len() + bulk.len() < QUEUE_CAPACITY {
+        while pending.len() < QUEUE_CAPACITY {
             match rx.try_recv() {
-                Ok(q) => sort(q, &mut urgent, &mut bulk),
+                Ok(q) => pending.push(q),
                 Err(_) => break,
             }
         }
         let started = Instant::now();
         let failure = match run_cached(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
-                let take = urgent.len().min(MAX_BATCH);
-                completions.extend(urgent.drain(..take).map(|job| job(&conn)));
+                let take = pending.urgent.len().min(MAX_BATCH);
+                completions.extend(pending.urgent.drain(..take).map(|job| job(&conn)));
                 while completions.len() < MAX_BATCH && started.elapsed() < BULK_BUDGET {
-                    let Some(job) = bulk.pop_front() else { break };
+                    let Some(job) = pending.bulk.pop_front() else { break };
                     completions.push(job(&conn));
                 }
                 match run_cached(&conn, "COMMIT") {
@@ -205,8 +222,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
             Err(e) => {
                 // Nothing ran. Dropping the jobs drops their reply channels,
                 // which their callers see as `Unavailable`.
-                urgent.clear();
-                bulk.clear();
+                pending = Pending::default();
                 Some(StoreError::from(e))
             }
         };
