@@ -412,39 +412,42 @@ impl Store for SqliteStore {
     async fn append(&self, m: NewMessage) -> Result<Appended> {
         self.writer
             .write_unguarded(move |c| {
-                // Reads first; the one write is the INSERT, and the seq is
-                // recorded only once it succeeded.
+                // The one write is the INSERT, and the seq is recorded only
+                // once it succeeded. A retried `client_msg_id` inserts
+                // nothing (the unique index finds it, so no separate lookup
+                // runs for new messages) and gets the original back.
                 if !c
                     .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
                     .exists(params![m.conversation_id, m.sender_id])?
                 {
                     return Err(StoreError::NotFound);
                 }
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3"
-                );
-                let existing = c
-                    .prepare_cached(&sql)?
-                    .query_row(params![m.conversation_id, m.sender_id, m.client_msg_id], message_row)
-                    .optional()?;
-                if let Some(original) = existing {
+                let seq = writer::last_seq(c, m.conversation_id)? + 1;
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO messages (conversation_id, seq, message_id, sender_id, sender_device, client_msg_id, ts, content) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         ON CONFLICT (conversation_id, sender_id, client_msg_id) DO NOTHING",
+                    )?
+                    .execute(params![
+                        m.conversation_id,
+                        seq,
+                        m.message_id,
+                        m.sender_id,
+                        m.sender_device,
+                        m.client_msg_id,
+                        m.ts,
+                        m.content
+                    ])?;
+                if inserted == 0 {
+                    let sql = format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3"
+                    );
+                    let original = c
+                        .prepare_cached(&sql)?
+                        .query_row(params![m.conversation_id, m.sender_id, m.client_msg_id], message_row)?;
                     return Ok(Appended { message: Arc::new(original), duplicate: true });
                 }
-                let seq = writer::last_seq(c, m.conversation_id)? + 1;
-                c.prepare_cached(
-                    "INSERT INTO messages (conversation_id, seq, message_id, sender_id, sender_device, client_msg_id, ts, content) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    m.conversation_id,
-                    seq,
-                    m.message_id,
-                    m.sender_id,
-                    m.sender_device,
-                    m.client_msg_id,
-                    m.ts,
-                    m.content
-                ])?;
                 writer::set_last_seq(m.conversation_id, seq);
                 let stored = StoredMessage {
                     conversation_id: m.conversation_id,
