@@ -27,18 +27,6 @@ impl Backend for Sqlite {
 
 conformance_tests!(Sqlite::new());
 
-fn text(conversation: i64, sender: i64, client_msg_id: &str, id: i64) -> banter_store::NewMessage {
-    banter_store::NewMessage {
-        conversation_id: conversation,
-        sender_id: sender,
-        sender_device: 1,
-        client_msg_id: client_msg_id.to_owned(),
-        content: r#"{"type":"text","text":"x"}"#.to_owned(),
-        message_id: id,
-        ts: id,
-    }
-}
-
 /// An append queued behind thousands of cursor writes is stored before most
 /// of them: acks are bulk jobs, which the writer runs only after every
 /// waiting append, a few milliseconds' worth per commit. (Run one after the
@@ -77,7 +65,7 @@ async fn appends_are_stored_before_acks_queued_ahead_of_them() {
     while queued.load(Ordering::SeqCst) < JOBS {
         tokio::task::yield_now().await;
     }
-    let appended = store.append(text(conversations[0], a.id, "m", 1)).await.unwrap();
+    let appended = store.append(conformance::message(conversations[0], a.id, "m", 1)).await.unwrap();
     assert_eq!(appended.message.seq, 1);
     let before = stored.load(Ordering::SeqCst);
     for t in tasks {

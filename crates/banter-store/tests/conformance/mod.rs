@@ -48,7 +48,8 @@ macro_rules! conformance_tests {
 }
 pub(crate) use conformance_tests;
 
-fn message(conversation: ConversationId, sender: UserId, client_msg_id: &str, id: i64) -> NewMessage {
+/// A text message from `sender`'s device 1.
+pub fn message(conversation: ConversationId, sender: UserId, client_msg_id: &str, id: i64) -> NewMessage {
     NewMessage {
         conversation_id: conversation,
         sender_id: sender,
