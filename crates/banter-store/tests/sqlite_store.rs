@@ -46,12 +46,12 @@ async fn appends_are_stored_before_acks_queued_ahead_of_them() {
     for i in 0..CONVERSATIONS {
         conversations.push(store.create_group(a.id, Some(&format!("g{i}")), &[b.id]).await.unwrap().id);
     }
-    let acks: Arc<[banter_store::Ack]> =
+    let acks: Vec<banter_store::Ack> =
         conversations.iter().map(|&c| banter_store::Ack { conversation_id: c, seq: 0, receipts: false }).collect();
     let (queued, stored) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut tasks = Vec::new();
     for device in 1..=JOBS as i64 {
-        let (store, acks) = (Arc::clone(&store), acks.to_vec());
+        let (store, acks) = (Arc::clone(&store), acks.clone());
         let (queued, stored) = (Arc::clone(&queued), Arc::clone(&stored));
         tasks.push(tokio::spawn(async move {
             // The write is queued in this same poll, before its first wait.
