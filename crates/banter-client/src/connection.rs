@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -16,6 +17,10 @@ use url::Url;
 /// The WebSocket of one connection.
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Most bytes read from the socket at once. tungstenite zeroes this much of
+/// its read buffer before every read, so its default of 128 KiB costs a
+/// 128 KiB `memset` per read.
+const READ_BUFFER: usize = 16 * 1024;
 /// The heartbeat interval assumed when the server does not name one.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(20);
 
@@ -91,7 +96,9 @@ pub(crate) async fn open(url: &Url, token: &str, timeout: Duration) -> Result<(W
 async fn handshake(url: &Url, token: &str) -> Result<(WsStream, Welcome), OpenError> {
     let retry = |e: tokio_tungstenite::tungstenite::Error| OpenError::Retry(e.to_string());
     // Nagle's algorithm would hold small frames back by up to 40 ms.
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await.map_err(retry)?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await.map_err(retry)?;
     let hello = ClientFrame::Hello { token: token.to_owned() };
     let hello = serde_json::to_string(&hello).expect("client frames always serialize");
     ws.send(Message::text(hello)).await.map_err(retry)?;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -172,9 +173,15 @@ impl Redial {
     }
 }
 
+/// Most bytes a simulated device reads from its socket at once. tungstenite
+/// zeroes this much of its read buffer before every read, so its default of
+/// 128 KiB would cost the simulator a 128 KiB `memset` per read.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// Opens a WebSocket and completes the hello.
 pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
     ws.send(Message::text(json!({"type": "hello", "token": token}).to_string())).await?;
     loop {
         match ws.next().await {
