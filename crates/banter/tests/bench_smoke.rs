@@ -166,6 +166,10 @@ impl Drop for Threshold {
 #[test]
 fn history_pages_are_the_newest_in_order() {
     let r = bench(&["--scenario", "history", "--conversations", "20", "--messages", "3000"]);
-    assert_eq!(r["verified"], r["requests"]);
-    assert!(r["latency_ms"]["count"].as_u64().unwrap() > 0);
+    for phase in ["single", "loaded"] {
+        let p = &r[phase];
+        assert_eq!(p["verified"], p["requests"], "{phase}");
+        assert!(p["latency_ms"]["count"].as_u64().unwrap() > 0, "{phase}");
+    }
+    assert_eq!(r["single"]["concurrency"], 1);
 }

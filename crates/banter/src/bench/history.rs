@@ -1,7 +1,9 @@
 //! The `history` scenario: a store of `--messages` messages over
 //! `--conversations` conversations, then the newest 50 of a random
-//! conversation over HTTP, again and again. Every page is checked: the
-//! newest messages of that conversation, ascending, with no gap.
+//! conversation over HTTP, again and again: first one request at a time,
+//! which is the latency one reader sees, then [`LOADED`] at a time, which is
+//! what the server answers when busy. Every page is checked: the newest
+//! messages of that conversation, ascending, with no gap.
 
 use super::report::{histogram, Percentiles};
 use super::server::Spawned;
@@ -14,9 +16,10 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Most requests made (fewer for small stores), and how many at once.
+/// Most requests made in each phase (fewer for small stores).
 const MAX_REQUESTS: u64 = 20_000;
-const CONCURRENCY: usize = 8;
+/// Requests in flight at once in the loaded phase.
+const LOADED: usize = 8;
 /// Messages asked for per page.
 const PAGE: usize = 50;
 
@@ -25,11 +28,30 @@ const PAGE: usize = 50;
 pub struct HistoryReport {
     pub messages: u64,
     pub conversations: usize,
+    /// One request at a time.
+    pub single: Phase,
+    /// [`LOADED`] requests at a time.
+    pub loaded: Phase,
+}
+
+/// Figures of one phase of requests.
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    /// Requests in flight at once.
+    pub concurrency: usize,
     pub requests: u64,
     pub requests_per_s: f64,
     pub latency_ms: Percentiles,
     /// Pages that held exactly the newest messages, in order.
     pub verified: u64,
+}
+
+impl HistoryReport {
+    /// Pages checked and pages that were wrong, over both phases.
+    pub fn pages(&self) -> (u64, u64) {
+        let requests = self.single.requests + self.loaded.requests;
+        (requests, requests - self.single.verified - self.loaded.verified)
+    }
 }
 
 pub async fn run(conversations: usize, messages: u64) -> anyhow::Result<HistoryReport> {
@@ -48,10 +70,9 @@ pub async fn run(conversations: usize, messages: u64) -> anyhow::Result<HistoryR
         append_spread(&store, a.id, &ids, messages).await?;
     }
     let server = Spawned::start_in(dir, "full").await?;
-    let base = server.base.clone();
     let http = reqwest::Client::new();
     let session: SessionView = http
-        .post(format!("{base}/v1/sessions"))
+        .post(format!("{}/v1/sessions", server.base))
         .json(&CreateSession { username: "history_a".into(), password: password.into(), device_name: None })
         .send()
         .await?
@@ -60,54 +81,72 @@ pub async fn run(conversations: usize, messages: u64) -> anyhow::Result<HistoryR
         .await?;
     // Conversation ids of the groups created above are 1..=conversations.
     let requests = (messages / 2).clamp(100, MAX_REQUESTS);
-    eprintln!("reading the newest {PAGE} of random conversations, {requests} times");
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<(u64, bool)>> = stream::iter(0..requests)
-        .map(|i| {
-            let (http, base, token) = (http.clone(), base.clone(), session.token.clone());
-            async move {
-                let conv = i.wrapping_mul(2_654_435_761) % conversations as u64 + 1;
-                let t = Instant::now();
-                let page: MessagePage = http
-                    .get(format!("{base}/v1/conversations/{conv}/messages?limit={PAGE}"))
-                    .bearer_auth(token)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                let micros = t.elapsed().as_micros() as u64;
-                let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
-                let intact = !seqs.is_empty()
-                    && seqs.windows(2).all(|w| w[1] == w[0] + 1)
-                    && (seqs.len() == PAGE || !page.has_more);
-                Ok((micros, intact))
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
+    let reader = Reader { http, base: server.base.clone(), token: session.token, conversations: conversations as u64 };
+    eprintln!("reading the newest {PAGE} of random conversations, {requests} times one at a time");
+    let single = reader.phase(requests, 1, 0).await?;
+    eprintln!("again, {LOADED} at a time");
+    let loaded = reader.phase(requests, LOADED, requests).await?;
     server.stop().await;
-    let mut h = histogram();
-    let mut verified = 0;
-    for r in results {
-        let (micros, intact) = r?;
-        h.record(micros.max(1))?;
-        verified += u64::from(intact);
+    let report = HistoryReport { messages, conversations, single, loaded };
+    for p in [&report.single, &report.loaded] {
+        let l = &p.latency_ms;
+        println!(
+            "history: newest {PAGE} of {conversations} conversations holding {messages} messages, {} at a time: {:.0} requests/s; p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; {} of {} pages verified",
+            p.concurrency, p.requests_per_s, l.p50, l.p99, l.p999, p.verified, p.requests
+        );
     }
-    let report = HistoryReport {
-        messages,
-        conversations,
-        requests,
-        requests_per_s: requests as f64 / seconds,
-        latency_ms: Percentiles::of(&h),
-        verified,
-    };
-    let l = &report.latency_ms;
-    println!(
-        "history: newest {PAGE} of {conversations} conversations holding {messages} messages: {:.0} requests/s; p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; {verified} of {requests} pages verified",
-        report.requests_per_s, l.p50, l.p99, l.p999
-    );
     Ok(report)
+}
+
+/// Reads pages of history over HTTP.
+struct Reader {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    conversations: u64,
+}
+
+impl Reader {
+    /// Makes `requests` requests, `concurrency` at a time, over conversations
+    /// picked from request number `first` on.
+    async fn phase(&self, requests: u64, concurrency: usize, first: u64) -> anyhow::Result<Phase> {
+        let started = Instant::now();
+        let results: Vec<anyhow::Result<(u64, bool)>> =
+            stream::iter(first..first + requests).map(|i| self.page(i)).buffer_unordered(concurrency).collect().await;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut h = histogram();
+        let mut verified = 0;
+        for r in results {
+            let (micros, intact) = r?;
+            h.record(micros.max(1))?;
+            verified += u64::from(intact);
+        }
+        Ok(Phase {
+            concurrency,
+            requests,
+            requests_per_s: requests as f64 / seconds,
+            latency_ms: Percentiles::of(&h),
+            verified,
+        })
+    }
+
+    /// The newest page of the `i`-th pick: its latency in µs and whether it was intact.
+    async fn page(&self, i: u64) -> anyhow::Result<(u64, bool)> {
+        let conv = i.wrapping_mul(2_654_435_761) % self.conversations + 1;
+        let t = Instant::now();
+        let page: MessagePage = self
+            .http
+            .get(format!("{}/v1/conversations/{conv}/messages?limit={PAGE}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let micros = t.elapsed().as_micros() as u64;
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        let intact =
+            !seqs.is_empty() && seqs.windows(2).all(|w| w[1] == w[0] + 1) && (seqs.len() == PAGE || !page.has_more);
+        Ok((micros, intact))
+    }
 }

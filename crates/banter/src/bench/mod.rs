@@ -197,12 +197,8 @@ impl Verified for storm::StormReport {
 
 impl Verified for history::HistoryReport {
     fn verify(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.verified == self.requests,
-            "{} of {} history pages were wrong",
-            self.requests - self.verified,
-            self.requests
-        );
+        let (pages, wrong) = self.pages();
+        anyhow::ensure!(wrong == 0, "{wrong} of {pages} history pages were wrong");
         Ok(())
     }
 }
