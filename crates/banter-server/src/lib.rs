@@ -39,14 +39,15 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits for connections and commits to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-/// Builds the shared state on `store`, in cluster mode when a `cluster` is given.
+/// Builds the shared state on `store`, in cluster mode when a `cluster` is
+/// given. Fails only if the answer runtime's thread cannot start.
 pub fn state(
     config: Config,
     store: Arc<dyn Store>,
     cluster: Option<cluster::Cluster>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> Arc<AppState> {
-    Arc::new(AppState {
+) -> std::io::Result<Arc<AppState>> {
+    Ok(Arc::new(AppState {
         ids: ids::Snowflake::new(config.node_id),
         config,
         store,
@@ -59,8 +60,9 @@ pub fn state(
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
+        answers: ws::answers::AnswerRuntime::new()?,
         metrics,
-    })
+    }))
 }
 
 /// Installs the Prometheus recorder (once per process) and describes the metrics.

@@ -32,6 +32,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Live WebSocket connections.
     pub connections: AtomicUsize,
+    /// Stores and answers sends, apart from the connections' runtime.
+    pub answers: crate::ws::answers::AnswerRuntime,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

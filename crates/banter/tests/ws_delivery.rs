@@ -51,6 +51,31 @@ async fn send_is_stored_pushed_and_acknowledged() {
 }
 
 #[tokio::test]
+async fn sends_past_the_in_flight_limit_are_all_answered_in_order() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    // More than twice the sends one connection may have in flight, without
+    // waiting: the server stops reading at the limit and carries on as
+    // answers go out.
+    let n = 2 * banter_server::ws::answers::MAX_PENDING_SENDS as u64 + 100;
+    for i in 1..=n {
+        wa.send(json!({"type": "send", "client_msg_id": format!("p{i}"), "conversation_id": conv,
+                       "content": {"type": "text", "text": format!("m{i}")}}))
+            .await;
+    }
+    for i in 1..=n {
+        let sent = wa.expect("sent").await;
+        assert_eq!(
+            (sent["client_msg_id"].as_str().unwrap(), sent["seq"].as_u64().unwrap()),
+            (format!("p{i}").as_str(), i)
+        );
+    }
+    assert_eq!(s.history(&b, &conv).await.len() as u64, n);
+}
+
+#[tokio::test]
 async fn retried_client_msg_id_stores_nothing_new() {
     let s = Server::start(&[]).await;
     let (a, b) = (s.user("alice").await, s.user("bob").await);

@@ -8,6 +8,7 @@
 
 mod commands;
 
+use super::answers::Answers;
 use super::delivery::{Delivery, Live};
 use super::rate::RateLimit;
 use crate::auth::{authenticate, Auth};
@@ -22,19 +23,17 @@ use banter_proto::frame::{FrameRef, ReceiptKind};
 use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
 use banter_store::{Ack, ConversationId, SeqRange, StoredMessage, UserId};
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 use tokio::time::{sleep_until, Instant, Sleep};
 
 /// Time a client has to send its `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Sends of one connection being stored at once; past it the connection stops reading.
-pub const MAX_PENDING_SENDS: usize = 256;
 /// Consecutive bad frames after which the connection is closed with 1008.
 pub const MAX_BAD_FRAMES: u32 = 32;
 /// A write that makes no progress for this long closes the connection with 4004.
@@ -55,9 +54,9 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Most store pages streamed per loop turn, so other events are not starved.
 const PAGES_PER_TURN: usize = 4;
 
-type Sink = SplitSink<WebSocket, Message>;
+pub(super) type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
-type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
+pub(super) type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
 /// An ack write's outcome, with the acks it carried (kept again if it failed).
 type AckResult = (Vec<Ack>, banter_store::Result<Vec<(ConversationId, u64)>>);
 
@@ -73,11 +72,11 @@ pub(super) async fn run(state: Arc<AppState>, socket: WebSocket) {
     metrics::gauge!("websocket_connections").decrement(1.0);
 }
 
-fn frame(f: &ServerFrame) -> Message {
+pub(super) fn frame(f: &ServerFrame) -> Message {
     Message::Text(f.to_json().into())
 }
 
-fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Message {
+pub(super) fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Message {
     frame(&ServerFrame::Error { code, message: message.into(), reference })
 }
 
@@ -169,18 +168,46 @@ fn is_too_big(e: &axum::Error) -> bool {
     false
 }
 
+/// Why frames were not written.
+pub(super) enum Unwritten {
+    /// The socket failed.
+    Failed,
+    /// No progress for [`WRITE_STALL_TIMEOUT`]: the client is not reading.
+    Stalled,
+}
+
+/// Writes `out` (emptying it), feeding each frame and flushing once, under
+/// [`WRITE_STALL_TIMEOUT`] so a client that stops reading cannot pin the caller.
+pub(super) async fn write_all(sink: &Mutex<Sink>, out: &mut Vec<Message>) -> Result<(), Unwritten> {
+    let written = tokio::time::timeout(WRITE_STALL_TIMEOUT, async {
+        let mut sink = sink.lock().await;
+        for m in out.drain(..) {
+            sink.feed(m).await?;
+        }
+        sink.flush().await
+    })
+    .await;
+    out.clear();
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Unwritten::Failed),
+        Err(_) => Err(Unwritten::Stalled),
+    }
+}
+
 /// State of an authenticated connection.
 struct Connection {
     state: Arc<AppState>,
     auth: Auth,
     conn_id: u64,
     control: Arc<Control>,
-    sink: Sink,
+    /// The write half, shared with the answer task.
+    sink: Arc<Mutex<Sink>>,
     delivery: Delivery,
     /// Frames queued for the next write.
     out: Vec<Message>,
-    /// Sends being stored, answered in the order they arrived.
-    sends: FuturesOrdered<BoxFuture<'static, SendResult>>,
+    /// Sends being stored, answered on the answer runtime.
+    answers: Answers,
     /// Acks to store once the write in progress finishes (coalesced per conversation).
     acks_due: HashMap<ConversationId, u64>,
     /// The ack write in progress.
@@ -226,10 +253,10 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         auth,
         conn_id,
         control,
-        sink,
+        sink: Arc::new(Mutex::new(sink)),
         delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
         out: Vec::new(),
-        sends: FuturesOrdered::new(),
+        answers: Answers::new(),
         acks_due: HashMap::new(),
         ack_write: None,
         last_ack_write: now,
@@ -258,6 +285,8 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     // Only now the backlog: every conversation above its cursor is behind.
     c.control.lagged.store(true, Ordering::Release);
     c.run(&mut stream, &mut rx).await;
+    // Sends taken are stored and answered before the connection goes.
+    c.answers.finish(SEND_DRAIN_TIMEOUT).await;
     c.store_last_acks().await;
 
     c.unreport_gauges();
@@ -266,7 +295,7 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     state.hub.unregister(user, c.conn_id, || deliver::disconnected(state, user));
     Presence::disconnected(state, user);
     if let Some((code, reason)) = c.close {
-        close_with(&mut c.sink, &mut stream, code, reason).await;
+        close_with(&mut *c.sink.lock().await, &mut stream, code, reason).await;
     }
 }
 
@@ -305,25 +334,23 @@ impl Connection {
                 timer.as_mut().reset(want);
                 timer_at = want;
             }
-            let reading = self.sends.len() < MAX_PENDING_SENDS;
+            let reading = self.answers.has_room();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.finish_sends().await;
+                    self.answers.finish(SEND_DRAIN_TIMEOUT).await;
                     self.close = Some((close::GOING_AWAY, "server shutting down"));
                 }
                 _ = self.control.closed.notified() => {
                     let code = self.control.close_code.load(Ordering::Acquire);
-                    self.close = Some((code, if code == close::REPLACED { "replaced by a new connection" } else { "logged out" }));
+                    let reason = match code {
+                        close::REPLACED => "replaced by a new connection",
+                        close::SLOW_CONSUMER => "not reading",
+                        _ => "logged out",
+                    };
+                    self.close = Some((code, reason));
                 }
-                Some(done) = self.sends.next(), if !self.sends.is_empty() => {
-                    // Sends of one commit finish together: answer all that
-                    // are done, so their `sent` frames share one write.
-                    self.on_sent(done);
-                    while let Some(Some(done)) = self.sends.next().now_or_never() {
-                        self.on_sent(done);
-                    }
-                }
+                _ = self.answers.room(), if !reading => {}
                 Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; self.on_acks_stored(result).await; }
                 Some(push) = rx.recv() => {
                     self.on_push(push);
@@ -382,39 +409,16 @@ impl Connection {
         self.reported = (0, 0);
     }
 
-    /// Answers every send already being stored, so that a shutdown never
-    /// leaves a committed message without its `sent`.
-    async fn finish_sends(&mut self) {
-        let deadline = tokio::time::sleep(SEND_DRAIN_TIMEOUT);
-        tokio::pin!(deadline);
-        while !self.sends.is_empty() {
-            tokio::select! {
-                Some(done) = self.sends.next() => self.on_sent(done),
-                _ = &mut deadline => break,
-            }
-        }
-    }
-
-    /// Writes the queued frames: feed each, flush once.
+    /// Writes the queued frames.
     async fn flush(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
         }
-        let sink = &mut self.sink;
-        let out = &mut self.out;
-        let written = tokio::time::timeout(WRITE_STALL_TIMEOUT, async {
-            for m in out.drain(..) {
-                sink.feed(m).await?;
-            }
-            sink.flush().await
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
+        match write_all(&self.sink, &mut self.out).await {
+            Ok(()) => true,
+            Err(Unwritten::Failed) => false,
+            Err(Unwritten::Stalled) => {
                 self.close = Some((close::SLOW_CONSUMER, "not reading"));
-                self.out.clear();
                 false
             }
         }
@@ -489,13 +493,6 @@ impl Connection {
         let rewound = self.delivery.on_timer(now);
         if rewound > 0 {
             metrics::counter!("delivery_retries_total").increment(rewound as u64);
-        }
-    }
-
-    fn on_sent(&mut self, (client_msg_id, _conversation, result): SendResult) {
-        match result {
-            Ok(m) => self.out.push(frame(&views::sent_frame(&m))),
-            Err(e) => self.out.push(error_frame(e.code, e.message, Some(client_msg_id))),
         }
     }
 

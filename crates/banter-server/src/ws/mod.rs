@@ -4,6 +4,7 @@
 //! [`connection`] runs the hello, then one task per connection that owns the
 //! socket, the device's [`delivery`] state and its timers.
 
+pub mod answers;
 mod connection;
 pub mod delivery;
 mod rate;

@@ -51,11 +51,16 @@ impl Connection {
                     content,
                     exclude_origin: true,
                 };
-                self.sends.push_back(Box::pin(async move {
+                let reference = client_msg_id.clone();
+                let send = Box::pin(async move {
                     let result = messaging::send(&state, req).await;
                     (client_msg_id, conversation, result)
-                }));
-                Ok(())
+                });
+                if self.answers.submit(&self.state.answers, &self.sink, &self.control, send) {
+                    Ok(())
+                } else {
+                    Err((ApiError::new(ErrorCode::RateLimited, "too many sends in flight"), reference))
+                }
             }
             ClientFrame::Ack { conversation_id, seq } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
