@@ -40,7 +40,7 @@ pub struct Stored {
 
 /// Something for one connection to do. Kept to two words, because every
 /// connection's channel allocates its slots up front.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Push {
     /// A message was stored: send its frame if it is next in line.
     Message(Arc<Stored>),
@@ -50,6 +50,13 @@ pub enum Push {
     Left(ConversationId),
     /// Pushes may have been missed (the bus reconnected): re-read positions from the store.
     Resync,
+    /// A frame from the client, parsed by the connection's reader (`ws/reader.rs`).
+    Client(Box<banter_proto::ClientFrame>),
+    /// The reader saw the client close, a frame over the limit, or too many
+    /// bad frames: close with this code.
+    Close(u16),
+    /// The socket failed or ended.
+    Gone,
 }
 
 /// Shared between a connection and the hub.
@@ -61,9 +68,22 @@ pub struct Control {
     pub close_code: AtomicU16,
     /// Wakes the connection when `close_code` is set.
     pub closed: Notify,
+    /// When the client last sent a frame, in ms on [`crate::clock::mono_ms`].
+    pub last_frame: AtomicU64,
 }
 
 impl Control {
+    /// Records that the client sent a frame now.
+    pub fn touch(&self) {
+        self.last_frame.store(crate::clock::mono_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the client last sent a frame.
+    pub fn idle(&self) -> std::time::Duration {
+        let last = self.last_frame.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(crate::clock::mono_ms().saturating_sub(last))
+    }
+
     /// Asks the connection to close with `code`.
     pub fn close(&self, code: u16) {
         self.close_code.store(code, Ordering::Release);

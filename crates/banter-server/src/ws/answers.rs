@@ -50,6 +50,15 @@ impl AnswerRuntime {
     fn handle(&self) -> &tokio::runtime::Handle {
         self.runtime.as_ref().expect("present until dropped").handle()
     }
+
+    /// Runs `future` on the answer runtime.
+    pub(super) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle().spawn(future)
+    }
 }
 
 impl Drop for AnswerRuntime {
@@ -111,7 +120,7 @@ impl Answers {
         let (tx, _) = self.task.get_or_insert_with(|| {
             // Unbounded, yet never longer than the permits allow.
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = runtime.handle().spawn(answer(rx, Arc::clone(sink), Arc::clone(control)));
+            let task = runtime.spawn(answer(rx, Arc::clone(sink), Arc::clone(control)));
             (tx, task)
         });
         tx.send(Pending { send, _permit: permit }).is_ok()

@@ -1,16 +1,18 @@
-//! One WebSocket connection: the hello, then a single task that owns the
-//! socket, the device's delivery state, its pipelined sends and its timers.
+//! One WebSocket connection: the hello, then a task that owns the device's
+//! delivery state, its acks and its timers, and writes its frames.
 //!
-//! Every branch of the loop only changes state and queues frames in `out`;
-//! one place ([`Connection::flush`]) writes them, feeding all and flushing
-//! once, under a stall timeout so a client that stops reading cannot pin the
-//! task. Nothing here waits on another connection.
+//! The socket's read half goes to a reader on the answer runtime
+//! ([`super::reader`]), which hands sends to the answer task
+//! ([`super::answers`]) and everything else to this task, through its push
+//! channel. Every branch of the loop only changes state and queues frames in
+//! `out`; one place ([`Connection::flush`]) writes them, feeding all and
+//! flushing once, under a stall timeout so a client that stops reading
+//! cannot pin the task. Nothing here waits on another connection.
 
 mod commands;
 
-use super::answers::Answers;
 use super::delivery::{Delivery, Live};
-use super::rate::RateLimit;
+use super::reader::Reader;
 use crate::auth::{authenticate, Auth};
 use crate::cluster::deliver;
 use crate::error::ApiError;
@@ -19,7 +21,7 @@ use crate::presence::Presence;
 use crate::state::AppState;
 use crate::views;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use banter_proto::frame::{FrameRef, ReceiptKind};
+use banter_proto::frame::ReceiptKind;
 use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
 use banter_store::{Ack, ConversationId, SeqRange, StoredMessage, UserId};
 use futures_util::future::BoxFuture;
@@ -35,11 +37,11 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// Time a client has to send its `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consecutive bad frames after which the connection is closed with 1008.
-pub const MAX_BAD_FRAMES: u32 = 32;
+pub(super) const MAX_BAD_FRAMES: u32 = 32;
 /// A write that makes no progress for this long closes the connection with 4004.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for a connection's sends to be stored and answered.
-pub const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Acks of one connection are stored at most this often; those arriving in
 /// between are coalesced into the next write. A lost ack only means a
 /// redelivery, so cursors can trail the client by this much.
@@ -55,7 +57,7 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 const PAGES_PER_TURN: usize = 4;
 
 pub(super) type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
+pub(super) type Stream = SplitStream<WebSocket>;
 pub(super) type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
 /// An ack write's outcome, with the acks it carried (kept again if it failed).
 type AckResult = (Vec<Ack>, banter_store::Result<Vec<(ConversationId, u64)>>);
@@ -157,7 +159,7 @@ async fn hello(state: &Arc<AppState>, sink: &mut Sink, stream: &mut Stream) -> O
     auth
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
+pub(super) fn is_too_big(e: &axum::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
         if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
@@ -166,6 +168,18 @@ fn is_too_big(e: &axum::Error) -> bool {
         src = err.source();
     }
     false
+}
+
+/// The reason sent with a close `code` that is not chosen where it is set.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::REPLACED => "replaced by a new connection",
+        close::SLOW_CONSUMER => "not reading",
+        close::NORMAL => "bye",
+        close::TOO_BIG => "frame too large",
+        close::POLICY => "too many bad frames",
+        _ => "logged out",
+    }
 }
 
 /// Why frames were not written.
@@ -206,8 +220,8 @@ struct Connection {
     delivery: Delivery,
     /// Frames queued for the next write.
     out: Vec<Message>,
-    /// Sends being stored, answered on the answer runtime.
-    answers: Answers,
+    /// Reads the socket, on the answer runtime; taken when the connection ends.
+    reader: Option<Reader>,
     /// Acks to store once the write in progress finishes (coalesced per conversation).
     acks_due: HashMap<ConversationId, u64>,
     /// The ack write in progress.
@@ -218,9 +232,6 @@ struct Connection {
     unknown: HashSet<ConversationId>,
     /// Users this device follows for presence.
     subscriptions: HashSet<UserId>,
-    rate: RateLimit,
-    bad_frames: u32,
-    last_activity: Instant,
     idle_deadline: Instant,
     /// Streaming from the store was cut short this turn; continue next turn.
     more_to_stream: bool,
@@ -229,6 +240,8 @@ struct Connection {
     /// Failed reads of the store in a row.
     store_failures: u32,
     close: Option<(u16, &'static str)>,
+    /// The socket failed or ended: go without a closing handshake.
+    gone: bool,
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
     reported: (u64, u64),
@@ -236,12 +249,12 @@ struct Connection {
     meters: Meters,
 }
 
-async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stream) {
+async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, stream: Stream) {
     let (tx, mut rx) = mpsc::channel(PUSH_QUEUE);
     let control = Arc::new(Control::default());
     let conn_id = state.hub.next_conn_id();
     let since = crate::clock::now_ms();
-    let link = Link { conn_id, device_id: auth.device_id, since, tx, control: Arc::clone(&control) };
+    let link = Link { conn_id, device_id: auth.device_id, since, tx: tx.clone(), control: Arc::clone(&control) };
     let announce = || deliver::connected(state, auth.user_id, auth.device_id, since);
     if let Some(old) = state.hub.register(auth.user_id, link, announce) {
         old.control.close(close::REPLACED);
@@ -256,20 +269,18 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         sink: Arc::new(Mutex::new(sink)),
         delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
         out: Vec::new(),
-        answers: Answers::new(),
+        reader: None,
         acks_due: HashMap::new(),
         ack_write: None,
         last_ack_write: now,
         unknown: HashSet::new(),
         subscriptions: HashSet::new(),
-        rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
-        bad_frames: 0,
-        last_activity: now,
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
         store_retry_at: None,
         store_failures: 0,
         close: None,
+        gone: false,
         reported: (0, 0),
         meters: Meters::new(),
     };
@@ -282,11 +293,20 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
         window: state.config.delivery_window,
         max_frame_bytes: state.config.max_frame_bytes,
     }));
+    // The welcome goes out before any answer the reader writes.
+    if !c.flush().await {
+        c.gone = true;
+    }
+    c.control.touch();
+    c.reader = Some(Reader::start(state, auth, stream, Arc::clone(&c.sink), Arc::clone(&c.control), tx));
     // Only now the backlog: every conversation above its cursor is behind.
     c.control.lagged.store(true, Ordering::Release);
-    c.run(&mut stream, &mut rx).await;
-    // Sends taken are stored and answered before the connection goes.
-    c.answers.finish(SEND_DRAIN_TIMEOUT).await;
+    c.run(&mut rx).await;
+    // Sends read are stored and answered before the connection goes.
+    let stream = match c.reader.take() {
+        Some(reader) => reader.stop().await,
+        None => None,
+    };
     c.store_last_acks().await;
 
     c.unreport_gauges();
@@ -294,17 +314,17 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, mut stream: Stre
     state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
     state.hub.unregister(user, c.conn_id, || deliver::disconnected(state, user));
     Presence::disconnected(state, user);
-    if let Some((code, reason)) = c.close {
+    if let (Some((code, reason)), Some(mut stream), false) = (c.close, stream, c.gone) {
         close_with(&mut *c.sink.lock().await, &mut stream, code, reason).await;
     }
 }
 
 impl Connection {
-    async fn run(&mut self, stream: &mut Stream, rx: &mut mpsc::Receiver<Push>) {
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Push>) {
         let mut timer: std::pin::Pin<Box<Sleep>> = Box::pin(sleep_until(self.idle_deadline));
         let mut timer_at = self.idle_deadline;
         let shutdown = self.state.shutdown.clone();
-        while self.close.is_none() {
+        while self.close.is_none() && !self.gone {
             if self.store_retry_at.is_none_or(|at| at <= Instant::now()) {
                 self.store_retry_at = None;
                 if let Err(e) = self.stream_from_store().await {
@@ -334,39 +354,26 @@ impl Connection {
                 timer.as_mut().reset(want);
                 timer_at = want;
             }
-            let reading = self.answers.has_room();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.answers.finish(SEND_DRAIN_TIMEOUT).await;
+                    // Stopping the reader (after the loop) answers the sends already read.
                     self.close = Some((close::GOING_AWAY, "server shutting down"));
                 }
                 _ = self.control.closed.notified() => {
                     let code = self.control.close_code.load(Ordering::Acquire);
-                    let reason = match code {
-                        close::REPLACED => "replaced by a new connection",
-                        close::SLOW_CONSUMER => "not reading",
-                        _ => "logged out",
-                    };
-                    self.close = Some((code, reason));
+                    self.close = Some((code, close_reason(code)));
                 }
-                _ = self.answers.room(), if !reading => {}
                 Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; self.on_acks_stored(result).await; }
                 Some(push) = rx.recv() => {
-                    self.on_push(push);
+                    self.on_push(push).await;
                     for _ in 0..PUSH_BATCH {
                         match rx.try_recv() {
-                            Ok(p) => self.on_push(p),
+                            Ok(p) => self.on_push(p).await,
                             Err(_) => break,
                         }
                     }
                 }
-                incoming = stream.next(), if reading => match incoming {
-                    Some(Ok(msg)) => self.on_message(msg).await,
-                    Some(Err(e)) if is_too_big(&e) => self.close = Some((close::TOO_BIG, "frame too large")),
-                    Some(Err(_)) => return,
-                    None => return,
-                },
                 _ = &mut timer => self.on_timer(),
                 _ = std::future::ready(()), if self.more_to_stream => {}
             }
@@ -424,7 +431,7 @@ impl Connection {
         }
     }
 
-    fn on_push(&mut self, push: Push) {
+    async fn on_push(&mut self, push: Push) {
         match push {
             Push::Message(m) => {
                 let own = m.origin == Some(self.auth.device_id);
@@ -442,6 +449,17 @@ impl Connection {
             Push::Event(frame) => self.out.push(Message::Text((*frame).clone())),
             Push::Left(conversation) => self.delivery.forget(conversation),
             Push::Resync => self.control.lagged.store(true, Ordering::Release),
+            Push::Client(f) => {
+                if let Err((e, reference)) = self.on_frame(*f).await {
+                    self.out.push(error_frame(e.code, e.message, Some(reference)));
+                }
+            }
+            Push::Close(code) => {
+                if self.close.is_none() {
+                    self.close = Some((code, close_reason(code)));
+                }
+            }
+            Push::Gone => self.gone = true,
         }
     }
 
@@ -484,11 +502,13 @@ impl Connection {
     fn on_timer(&mut self) {
         let now = Instant::now();
         if now >= self.idle_deadline {
-            if now.duration_since(self.last_activity) >= self.state.config.presence_timeout {
+            let idle = self.control.idle();
+            let timeout = self.state.config.presence_timeout;
+            if idle >= timeout {
                 self.close = Some((close::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
                 return;
             }
-            self.idle_deadline = self.last_activity + self.state.config.presence_timeout;
+            self.idle_deadline = now + (timeout - idle);
         }
         let rewound = self.delivery.on_timer(now);
         if rewound > 0 {
@@ -548,43 +568,6 @@ impl Connection {
         for ack in acks {
             let due = self.acks_due.entry(ack.conversation_id).or_default();
             *due = (*due).max(ack.seq);
-        }
-    }
-
-    async fn on_message(&mut self, msg: Message) {
-        let now = Instant::now();
-        self.last_activity = now;
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                return self.bad_frame(ErrorCode::InvalidFrame, "binary frames are not supported", None)
-            }
-            Message::Close(_) => {
-                self.close = Some((close::NORMAL, "bye"));
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => return,
-        };
-        if !self.rate.allow(now) {
-            let reference = FrameRef::of(&text);
-            self.out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", reference));
-            return;
-        }
-        let parsed = match ClientFrame::parse(&text) {
-            Ok(f) => f,
-            Err(e) => return self.bad_frame(ErrorCode::InvalidFrame, format!("bad frame: {e}"), FrameRef::of(&text)),
-        };
-        self.bad_frames = 0;
-        if let Err((e, reference)) = self.on_frame(parsed).await {
-            self.out.push(error_frame(e.code, e.message, Some(reference)));
-        }
-    }
-
-    fn bad_frame(&mut self, code: ErrorCode, message: impl Into<String>, reference: Option<String>) {
-        self.bad_frames += 1;
-        self.out.push(error_frame(code, message, reference));
-        if self.bad_frames >= MAX_BAD_FRAMES {
-            self.close = Some((close::POLICY, "too many bad frames"));
         }
     }
 }

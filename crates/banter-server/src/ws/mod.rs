@@ -8,6 +8,7 @@ pub mod answers;
 mod connection;
 pub mod delivery;
 mod rate;
+mod reader;
 
 use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
@@ -18,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Read buffer of each connection. Small, because most connections idle.
-pub const READ_BUFFER: usize = 2 * 1024;
+pub const READ_BUFFER: usize = 1024;
 /// Frames are gathered up to this many bytes before they are written to the
 /// socket (and always at the end of a loop turn), so a burst of frames costs
 /// one write, not one per frame. A connection that has sent a burst keeps

@@ -4,12 +4,10 @@
 use super::{frame, Connection};
 use crate::cluster::deliver;
 use crate::error::ApiError;
-use crate::messaging::{self, SendRequest};
 use crate::views::parse_id;
 use banter_proto::frame::ReceiptKind;
 use banter_proto::{limits, ClientFrame, ErrorCode, ServerFrame};
 use banter_store::{ConversationId, UserId};
-use std::sync::Arc;
 
 impl Connection {
     /// Sends a receipt to the other members, unless the group is above the fan-out threshold.
@@ -38,29 +36,9 @@ impl Connection {
                 self.out.push(frame(&ServerFrame::HeartbeatAck { server_time: crate::clock::now_ms() }));
                 Ok(())
             }
-            ClientFrame::Send { client_msg_id, conversation_id, content } => {
-                let Some(conversation) = parse_id(&conversation_id) else {
-                    return Err((ApiError::not_found(), client_msg_id));
-                };
-                let state = Arc::clone(&self.state);
-                let req = SendRequest {
-                    sender: self.auth.user_id,
-                    device: self.auth.device_id,
-                    conversation_id: conversation,
-                    client_msg_id: client_msg_id.clone(),
-                    content,
-                    exclude_origin: true,
-                };
-                let reference = client_msg_id.clone();
-                let send = Box::pin(async move {
-                    let result = messaging::send(&state, req).await;
-                    (client_msg_id, conversation, result)
-                });
-                if self.answers.submit(&self.state.answers, &self.sink, &self.control, send) {
-                    Ok(())
-                } else {
-                    Err((ApiError::new(ErrorCode::RateLimited, "too many sends in flight"), reference))
-                }
+            ClientFrame::Send { client_msg_id, .. } => {
+                // The reader hands sends to the answer task; none come here.
+                Err((ApiError::new(ErrorCode::InvalidFrame, "send is not taken here"), client_msg_id))
             }
             ClientFrame::Ack { conversation_id, seq } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;

@@ -1,0 +1,208 @@
+//! The read half of a connection, run on the answer runtime.
+//!
+//! After the `welcome`, a reader task takes the socket's read half. It
+//! applies the rate limit, parses every frame, and hands each `send` straight
+//! to the connection's answer task ([`super::answers`]); every other frame,
+//! and every error it answers, goes to the connection task through the
+//! connection's push channel, in the order it came. So a send is read,
+//! stored and answered without waiting for a turn on the runtime that
+//! delivers messages, however many connections a large group just woke there.
+//!
+//! The connection task stops its reader when it closes and gets the read
+//! half back, for the closing handshake.
+
+use super::answers::Answers;
+use super::connection::{is_too_big, SendResult, Sink, Stream, MAX_BAD_FRAMES, SEND_DRAIN_TIMEOUT};
+use super::rate::RateLimit;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::hub::{Control, Push};
+use crate::messaging::{self, SendRequest};
+use crate::state::AppState;
+use crate::views::parse_id;
+use axum::extract::ws::Message;
+use banter_proto::frame::FrameRef;
+use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The connection task's handle on its reader.
+pub(super) struct Reader {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Stream>,
+}
+
+impl Reader {
+    /// Starts the reader of an authenticated connection on the answer runtime.
+    pub(super) fn start(
+        state: &Arc<AppState>,
+        auth: Auth,
+        stream: Stream,
+        sink: Arc<Mutex<Sink>>,
+        control: Arc<Control>,
+        tx: mpsc::Sender<Push>,
+    ) -> Reader {
+        let (stop, stopped) = oneshot::channel();
+        let r = ReadLoop {
+            state: Arc::clone(state),
+            auth,
+            sink,
+            control,
+            tx,
+            answers: Answers::new(),
+            rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
+            bad_frames: 0,
+        };
+        let task = state.answers.spawn(r.run(stream, stopped));
+        Reader { stop, task }
+    }
+
+    /// Stops reading, waits (up to [`SEND_DRAIN_TIMEOUT`]) for the sends
+    /// already read to be answered, and gives the read half back.
+    pub(super) async fn stop(self) -> Option<Stream> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
+}
+
+struct ReadLoop {
+    state: Arc<AppState>,
+    auth: Auth,
+    sink: Arc<Mutex<Sink>>,
+    control: Arc<Control>,
+    /// The connection's push channel.
+    tx: mpsc::Sender<Push>,
+    answers: Answers,
+    rate: RateLimit,
+    bad_frames: u32,
+}
+
+/// What a frame from the client comes to.
+enum Outcome {
+    /// Nothing more for the connection task to do.
+    Done,
+    /// Hand this to the connection task.
+    Forward(Push),
+    /// Hand these to the connection task, then stop reading.
+    Last(Option<Push>, Push),
+}
+
+impl ReadLoop {
+    async fn run(mut self, mut stream: Stream, mut stop: oneshot::Receiver<()>) -> Stream {
+        loop {
+            let room = self.answers.has_room();
+            let next = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = self.answers.room(), if !room => continue,
+                next = stream.next(), if room => next,
+            };
+            let outcome = match next {
+                Some(Ok(msg)) => self.on_message(msg),
+                Some(Err(e)) if is_too_big(&e) => Outcome::Last(None, Push::Close(close::TOO_BIG)),
+                Some(Err(_)) | None => Outcome::Last(None, Push::Gone),
+            };
+            let (first, last) = match outcome {
+                Outcome::Done => continue,
+                Outcome::Forward(p) => (Some(p), None),
+                Outcome::Last(p, end) => (p, Some(end)),
+            };
+            if let Some(p) = first {
+                if !self.forward(p, &mut stop).await {
+                    break;
+                }
+            }
+            if let Some(end) = last {
+                if self.forward(end, &mut stop).await {
+                    // Wait to be stopped, so the connection gets the read half back.
+                    let _ = stop.await;
+                }
+                break;
+            }
+        }
+        self.answers.finish(SEND_DRAIN_TIMEOUT).await;
+        stream
+    }
+
+    /// Hands `push` to the connection task, waiting for room in its channel;
+    /// `false` if the connection stopped its reader meanwhile (or is gone).
+    async fn forward(&self, push: Push, stop: &mut oneshot::Receiver<()>) -> bool {
+        tokio::select! {
+            biased;
+            _ = stop => false,
+            sent = self.tx.send(push) => sent.is_ok(),
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Outcome {
+        self.control.touch();
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => return self.bad_frame("binary frames are not supported".into(), None),
+            Message::Close(_) => return Outcome::Last(None, Push::Close(close::NORMAL)),
+            Message::Ping(_) | Message::Pong(_) => return Outcome::Done,
+        };
+        if !self.rate.allow(Instant::now()) {
+            let reference = FrameRef::of(&text);
+            return error(ErrorCode::RateLimited, "too many frames; slow down".into(), reference);
+        }
+        let parsed = match ClientFrame::parse(&text) {
+            Ok(f) => f,
+            Err(e) => return self.bad_frame(format!("bad frame: {e}"), FrameRef::of(&text)),
+        };
+        self.bad_frames = 0;
+        match parsed {
+            ClientFrame::Send { client_msg_id, conversation_id, content } => {
+                let Some(conversation) = parse_id(&conversation_id) else {
+                    let e = ApiError::not_found();
+                    return error(e.code, e.message, Some(client_msg_id));
+                };
+                let state = Arc::clone(&self.state);
+                let req = SendRequest {
+                    sender: self.auth.user_id,
+                    device: self.auth.device_id,
+                    conversation_id: conversation,
+                    client_msg_id: client_msg_id.clone(),
+                    content,
+                    exclude_origin: true,
+                };
+                let reference = client_msg_id.clone();
+                let send = Box::pin(async move {
+                    let result = messaging::send(&state, req).await;
+                    (client_msg_id, conversation, result)
+                });
+                if self.submit(send) {
+                    Outcome::Done
+                } else {
+                    error(ErrorCode::RateLimited, "too many sends in flight".into(), Some(reference))
+                }
+            }
+            other => Outcome::Forward(Push::Client(Box::new(other))),
+        }
+    }
+
+    fn submit(&mut self, send: futures_util::future::BoxFuture<'static, SendResult>) -> bool {
+        self.answers.submit(&self.state.answers, &self.sink, &self.control, send)
+    }
+
+    fn bad_frame(&mut self, message: String, reference: Option<String>) -> Outcome {
+        self.bad_frames += 1;
+        let answer = error_push(ErrorCode::InvalidFrame, message, reference);
+        if self.bad_frames >= MAX_BAD_FRAMES {
+            return Outcome::Last(Some(answer), Push::Close(close::POLICY));
+        }
+        Outcome::Forward(answer)
+    }
+}
+
+/// An error frame for the connection task to write.
+fn error(code: ErrorCode, message: String, reference: Option<String>) -> Outcome {
+    Outcome::Forward(error_push(code, message, reference))
+}
+
+fn error_push(code: ErrorCode, message: String, reference: Option<String>) -> Push {
+    Push::Event(crate::hub::frame(ServerFrame::Error { code, message, reference }.to_json()))
+}
