@@ -12,7 +12,7 @@ use banter_store::{ConversationId, DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// Capacity of each connection's push channel.
 pub const PUSH_QUEUE: usize = 512;
@@ -26,7 +26,7 @@ pub fn frame(json: String) -> Frame {
 }
 
 /// A stored message as pushed: one allocation shared by all its recipients.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stored {
     pub conversation_id: ConversationId,
     pub seq: u64,
@@ -36,6 +36,38 @@ pub struct Stored {
     pub frame: Utf8Bytes,
     /// The device that sent it over WebSocket, which gets `sent` and not the message.
     pub origin: Option<DeviceId>,
+    /// The room of the fan-out queue, for a message pushed by it: each push
+    /// gives its share back once handled (see [`MessagePush`]).
+    pub room: Option<Arc<Semaphore>>,
+}
+
+/// A stored message pushed to one connection. A push of the fan-out queue
+/// holds one unit of the queue's room ([`crate::fanout::FANOUT_PUSHES`])
+/// until the connection has handled it or it is dropped, so the queue's
+/// bound covers the pushes waiting in connections' channels too.
+#[derive(Debug)]
+pub struct MessagePush(Arc<Stored>);
+
+impl MessagePush {
+    pub fn new(message: Arc<Stored>) -> MessagePush {
+        MessagePush(message)
+    }
+}
+
+impl std::ops::Deref for MessagePush {
+    type Target = Stored;
+
+    fn deref(&self) -> &Stored {
+        &self.0
+    }
+}
+
+impl Drop for MessagePush {
+    fn drop(&mut self) {
+        if let Some(room) = &self.0.room {
+            room.add_permits(1);
+        }
+    }
 }
 
 /// Something for one connection to do. Kept to two words, because every
@@ -43,7 +75,7 @@ pub struct Stored {
 #[derive(Debug)]
 pub enum Push {
     /// A message was stored: send its frame if it is next in line.
-    Message(Arc<Stored>),
+    Message(MessagePush),
     /// An ephemeral frame (typing, receipt, presence, conversation): send it as is.
     Event(Frame),
     /// The user left a conversation: stop delivering it.

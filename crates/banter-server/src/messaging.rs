@@ -93,6 +93,7 @@ async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<Devic
         ts: m.ts,
         frame: views::message_frame(m).into(),
         origin,
+        room: None,
     });
     match state.members.get(state.store.as_ref(), m.conversation_id).await {
         Ok(members) => {

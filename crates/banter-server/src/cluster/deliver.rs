@@ -15,7 +15,9 @@ pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stor
     let large = members.len() as u64 > state.config.fanout_sync_threshold;
     match &state.cluster {
         None if large => state.fanout.enqueue(Job { members, message }).await,
-        None => push_message(state, &members, &message),
+        None => {
+            push_message(state, &members, &message);
+        }
         Some(cluster) => {
             if large {
                 match cluster.queue.enqueue(cluster.node, &message).await {

@@ -153,7 +153,7 @@ pub(super) async fn push_stored(state: &AppState, event: &Event, frame: &Bytes) 
         }
     };
     let Ok(text) = String::from_utf8(frame.to_vec()) else { return };
-    let message = Arc::new(Stored { conversation_id, seq, ts, frame: text.into(), origin });
+    let message = Arc::new(Stored { conversation_id, seq, ts, frame: text.into(), origin, room: None });
     push_message(state, &members, &message);
 }
 
