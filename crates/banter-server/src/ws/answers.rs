@@ -1,18 +1,19 @@
-//! The answer path: sends are stored and answered (`sent` or an error) on a
-//! small runtime of their own, apart from the runtime that runs the
-//! connections.
+//! The answer path: sends are read, stored and answered (`sent` or an
+//! error) on a small runtime of their own, apart from the runtime that runs
+//! the connections and delivers messages.
 //!
 //! A message to a large group wakes one connection task per member. Were a
-//! sender's `sent` written by its own connection task, it would wait in the
-//! run queue behind all of those, and a sender to a group of 10,000 would
-//! hear back only after 10,000 other tasks had run. Here each connection
-//! that sends has an answer task on the answer runtime, which owns its
-//! pipelined sends and writes their answers through the connection's shared
-//! write half, so a `sent` waits for its commit and not for delivery work.
+//! sender's frames read, and its `sent` written, by its own connection task,
+//! both would wait in the run queue behind all of those, and a sender to a
+//! group of 10,000 would hear back only after 10,000 other tasks had run.
+//! Instead each connection's reader ([`super::reader`]) runs on the answer
+//! runtime and owns the connection's [`Answers`]: its pipelined sends, whose
+//! answers it writes through the connection's shared write half. So a
+//! `sent` waits for its commit and not for delivery work.
 //!
-//! Answers of one connection keep the order its sends arrived in. A
-//! connection has at most [`MAX_PENDING_SENDS`] sends in flight: each holds a
-//! permit, given back once it is answered.
+//! Answers of one connection keep the order its sends arrived in, and a
+//! connection has at most [`MAX_PENDING_SENDS`] sends in flight; past that
+//! its reader stops reading.
 
 use super::connection::{error_frame, frame, write_all, SendResult, Sink, Unwritten};
 use crate::hub::Control;
@@ -24,7 +25,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 /// Sends of one connection being stored at once; past it the connection stops reading.
@@ -76,101 +77,75 @@ impl std::fmt::Debug for AnswerRuntime {
     }
 }
 
-/// A send on its way to the answer task, with its in-flight permit.
-struct Pending {
-    send: BoxFuture<'static, SendResult>,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// One connection's end of its answer task.
+/// The sends of one connection being stored, answered in the order they arrived.
 pub(super) struct Answers {
-    permits: Arc<Semaphore>,
-    task: Option<(mpsc::UnboundedSender<Pending>, JoinHandle<()>)>,
+    sends: FuturesOrdered<BoxFuture<'static, SendResult>>,
+    sink: Arc<Mutex<Sink>>,
+    control: Arc<Control>,
+    /// Cleared when a write failed: the rest are stored but not answered.
+    writable: bool,
+    out: Vec<Message>,
 }
 
 impl Answers {
-    pub(super) fn new() -> Answers {
-        Answers { permits: Arc::new(Semaphore::new(MAX_PENDING_SENDS)), task: None }
+    pub(super) fn new(sink: Arc<Mutex<Sink>>, control: Arc<Control>) -> Answers {
+        Answers { sends: FuturesOrdered::new(), sink, control, writable: true, out: Vec::new() }
     }
 
     /// Whether another send may be taken now.
     pub(super) fn has_room(&self) -> bool {
-        self.permits.available_permits() > 0
+        self.sends.len() < MAX_PENDING_SENDS
     }
 
-    /// Resolves once a send has been answered, when none could be taken.
-    pub(super) async fn room(&self) {
-        if let Ok(p) = self.permits.acquire().await {
-            drop(p);
+    /// Whether any send is being stored.
+    pub(super) fn busy(&self) -> bool {
+        !self.sends.is_empty()
+    }
+
+    /// Takes a send; the caller checks [`Answers::has_room`] first.
+    pub(super) fn push(&mut self, send: BoxFuture<'static, SendResult>) {
+        self.sends.push_back(send);
+    }
+
+    /// The next send stored (or failed), in arrival order; pending while none is.
+    pub(super) async fn next(&mut self) -> Option<SendResult> {
+        self.sends.next().await
+    }
+
+    /// Writes the answer to `done`, and to every later send already finished
+    /// (those of one commit finish together), in one write.
+    pub(super) async fn answer(&mut self, done: SendResult) {
+        self.out.push(answer_frame(done));
+        while let Some(Some(done)) = self.sends.next().now_or_never() {
+            self.out.push(answer_frame(done));
         }
-    }
-
-    /// Hands a send to the answer task, starting the task with the first
-    /// send. Returns `false`, and drops the send, when [`MAX_PENDING_SENDS`]
-    /// are in flight already (the connection reads only with room, so it
-    /// never comes to that).
-    pub(super) fn submit(
-        &mut self,
-        runtime: &AnswerRuntime,
-        sink: &Arc<Mutex<Sink>>,
-        control: &Arc<Control>,
-        send: BoxFuture<'static, SendResult>,
-    ) -> bool {
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else { return false };
-        let (tx, _) = self.task.get_or_insert_with(|| {
-            // Unbounded, yet never longer than the permits allow.
-            let (tx, rx) = mpsc::unbounded_channel();
-            let task = runtime.spawn(answer(rx, Arc::clone(sink), Arc::clone(control)));
-            (tx, task)
-        });
-        tx.send(Pending { send, _permit: permit }).is_ok()
-    }
-
-    /// Waits, up to `limit`, for every send handed over to be answered.
-    pub(super) async fn finish(&mut self, limit: Duration) {
-        if let Some((tx, task)) = self.task.take() {
-            drop(tx);
-            let _ = tokio::time::timeout(limit, task).await;
+        if !self.writable {
+            self.out.clear();
+            return;
         }
-    }
-}
-
-/// The answer task of one connection: stores its sends in order and writes
-/// each one's answer, those finished together in one write.
-async fn answer(mut rx: mpsc::UnboundedReceiver<Pending>, sink: Arc<Mutex<Sink>>, control: Arc<Control>) {
-    let mut sends = FuturesOrdered::new();
-    let mut open = true;
-    let mut writable = true;
-    let mut out = Vec::new();
-    while open || !sends.is_empty() {
-        tokio::select! {
-            biased;
-            Some(done) = sends.next(), if !sends.is_empty() => {
-                out.push(answer_frame(done));
-                while let Some(Some(done)) = sends.next().now_or_never() {
-                    out.push(answer_frame(done));
-                }
-                if writable {
-                    match write_all(&sink, &mut out).await {
-                        Ok(()) => {}
-                        Err(Unwritten::Failed) => writable = false,
-                        Err(Unwritten::Stalled) => {
-                            writable = false;
-                            control.close(close::SLOW_CONSUMER);
-                        }
-                    }
-                }
-                out.clear();
+        match write_all(&self.sink, &mut self.out).await {
+            Ok(()) => {}
+            Err(Unwritten::Failed) => self.writable = false,
+            Err(Unwritten::Stalled) => {
+                self.writable = false;
+                self.control.close(close::SLOW_CONSUMER);
             }
-            next = rx.recv(), if open => match next {
-                Some(Pending { send, _permit }) => sends.push_back(send.map(move |r| (r, _permit))),
-                None => open = false,
-            },
         }
+    }
+
+    /// Answers every send taken, waiting up to `limit`, so that a closing
+    /// connection leaves no committed message without its `sent`.
+    pub(super) async fn finish(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(done) = self.sends.next().await {
+                self.answer(done).await;
+            }
+        })
+        .await;
     }
 }
 
-fn answer_frame(((client_msg_id, _conversation, result), _permit): (SendResult, OwnedSemaphorePermit)) -> Message {
+fn answer_frame((client_msg_id, _conversation, result): SendResult) -> Message {
     match result {
         Ok(m) => frame(&views::sent_frame(&m)),
         Err(e) => error_frame(e.code, e.message, Some(client_msg_id)),

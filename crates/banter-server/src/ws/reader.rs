@@ -1,18 +1,22 @@
 //! The read half of a connection, run on the answer runtime.
 //!
 //! After the `welcome`, a reader task takes the socket's read half. It
-//! applies the rate limit, parses every frame, and hands each `send` straight
-//! to the connection's answer task ([`super::answers`]); every other frame,
-//! and every error it answers, goes to the connection task through the
-//! connection's push channel, in the order it came. So a send is read,
-//! stored and answered without waiting for a turn on the runtime that
-//! delivers messages, however many connections a large group just woke there.
+//! applies the rate limit, parses every frame, and stores and answers each
+//! `send` itself ([`super::answers`]); every other frame, and every error it
+//! answers, goes to the connection task through the connection's push
+//! channel, in the order it came. So a send is read, stored and answered
+//! without waiting for a turn on the runtime that delivers messages, however
+//! many connections a large group just woke there.
 //!
-//! The connection task stops its reader when it closes and gets the read
-//! half back, for the closing handshake.
+//! The reader is one loop over four events: a stop from its connection, a
+//! send stored, room in the push channel for what waits to go there, and the
+//! next frame, read only when nothing waits to go to the connection and
+//! fewer than [`super::answers::MAX_PENDING_SENDS`] sends are in flight. The
+//! connection task stops its reader when it closes and gets the read half
+//! back, for the closing handshake.
 
 use super::answers::Answers;
-use super::connection::{is_too_big, SendResult, Sink, Stream, MAX_BAD_FRAMES, SEND_DRAIN_TIMEOUT};
+use super::connection::{is_too_big, Sink, Stream, MAX_BAD_FRAMES, SEND_DRAIN_TIMEOUT};
 use super::rate::RateLimit;
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -24,6 +28,7 @@ use axum::extract::ws::Message;
 use banter_proto::frame::FrameRef;
 use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
 use futures_util::StreamExt;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
@@ -49,14 +54,14 @@ impl Reader {
         let r = ReadLoop {
             state: Arc::clone(state),
             auth,
-            sink,
+            answers: Answers::new(sink, Arc::clone(&control)),
             control,
-            tx,
-            answers: Answers::new(),
             rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
             bad_frames: 0,
+            waiting: VecDeque::with_capacity(2),
+            ended: false,
         };
-        let task = state.answers.spawn(r.run(stream, stopped));
+        let task = state.answers.spawn(r.run(stream, tx, stopped));
         Reader { stop, task }
     }
 
@@ -71,13 +76,14 @@ impl Reader {
 struct ReadLoop {
     state: Arc<AppState>,
     auth: Auth,
-    sink: Arc<Mutex<Sink>>,
     control: Arc<Control>,
-    /// The connection's push channel.
-    tx: mpsc::Sender<Push>,
     answers: Answers,
     rate: RateLimit,
     bad_frames: u32,
+    /// Pushes waiting for room in the connection's push channel (at most two).
+    waiting: VecDeque<Push>,
+    /// The socket ended or must close: read no more.
+    ended: bool,
 }
 
 /// What a frame from the client comes to.
@@ -91,50 +97,39 @@ enum Outcome {
 }
 
 impl ReadLoop {
-    async fn run(mut self, mut stream: Stream, mut stop: oneshot::Receiver<()>) -> Stream {
+    /// Reads until stopped; `tx` is the connection's push channel.
+    async fn run(mut self, mut stream: Stream, tx: mpsc::Sender<Push>, mut stop: oneshot::Receiver<()>) -> Stream {
         loop {
-            let room = self.answers.has_room();
-            let next = tokio::select! {
+            let reading = !self.ended && self.waiting.is_empty() && self.answers.has_room();
+            tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = self.answers.room(), if !room => continue,
-                next = stream.next(), if room => next,
-            };
-            let outcome = match next {
-                Some(Ok(msg)) => self.on_message(msg),
-                Some(Err(e)) if is_too_big(&e) => Outcome::Last(None, Push::Close(close::TOO_BIG)),
-                Some(Err(_)) | None => Outcome::Last(None, Push::Gone),
-            };
-            let (first, last) = match outcome {
-                Outcome::Done => continue,
-                Outcome::Forward(p) => (Some(p), None),
-                Outcome::Last(p, end) => (p, Some(end)),
-            };
-            if let Some(p) = first {
-                if !self.forward(p, &mut stop).await {
-                    break;
+                Some(done) = self.answers.next(), if self.answers.busy() => self.answers.answer(done).await,
+                room = tx.reserve(), if !self.waiting.is_empty() => match (room, self.waiting.pop_front()) {
+                    (Ok(room), Some(push)) => room.send(push),
+                    // The connection is gone: nothing more to read for.
+                    _ => break,
+                },
+                next = stream.next(), if reading => {
+                    let outcome = match next {
+                        Some(Ok(msg)) => self.on_message(msg),
+                        Some(Err(e)) if is_too_big(&e) => Outcome::Last(None, Push::Close(close::TOO_BIG)),
+                        Some(Err(_)) | None => Outcome::Last(None, Push::Gone),
+                    };
+                    match outcome {
+                        Outcome::Done => {}
+                        Outcome::Forward(p) => self.waiting.push_back(p),
+                        Outcome::Last(p, end) => {
+                            self.waiting.extend(p);
+                            self.waiting.push_back(end);
+                            self.ended = true;
+                        }
+                    }
                 }
-            }
-            if let Some(end) = last {
-                if self.forward(end, &mut stop).await {
-                    // Wait to be stopped, so the connection gets the read half back.
-                    let _ = stop.await;
-                }
-                break;
             }
         }
         self.answers.finish(SEND_DRAIN_TIMEOUT).await;
         stream
-    }
-
-    /// Hands `push` to the connection task, waiting for room in its channel;
-    /// `false` if the connection stopped its reader meanwhile (or is gone).
-    async fn forward(&self, push: Push, stop: &mut oneshot::Receiver<()>) -> bool {
-        tokio::select! {
-            biased;
-            _ = stop => false,
-            sent = self.tx.send(push) => sent.is_ok(),
-        }
     }
 
     fn on_message(&mut self, msg: Message) -> Outcome {
@@ -169,23 +164,14 @@ impl ReadLoop {
                     content,
                     exclude_origin: true,
                 };
-                let reference = client_msg_id.clone();
-                let send = Box::pin(async move {
+                self.answers.push(Box::pin(async move {
                     let result = messaging::send(&state, req).await;
                     (client_msg_id, conversation, result)
-                });
-                if self.submit(send) {
-                    Outcome::Done
-                } else {
-                    error(ErrorCode::RateLimited, "too many sends in flight".into(), Some(reference))
-                }
+                }));
+                Outcome::Done
             }
             other => Outcome::Forward(Push::Client(Box::new(other))),
         }
-    }
-
-    fn submit(&mut self, send: futures_util::future::BoxFuture<'static, SendResult>) -> bool {
-        self.answers.submit(&self.state.answers, &self.sink, &self.control, send)
     }
 
     fn bad_frame(&mut self, message: String, reference: Option<String>) -> Outcome {
