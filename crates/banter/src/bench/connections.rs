@@ -11,6 +11,7 @@ use super::server;
 use super::setup;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use futures_util::SinkExt;
+use nix::sys::socket::{setsockopt, sockopt};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -146,6 +147,11 @@ pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 pub(super) async fn open(target: SocketAddr, url: String, token: String, i: usize) -> anyhow::Result<Ws> {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCE_ADDRESSES as usize) as u8));
     let socket = TcpSocket::new_v4()?;
+    // Without this the kernel picks the port at `bind`, searching for one no
+    // other socket has bound, a search that grows with the sockets open (in
+    // a reconnect storm it took all of the simulator's CPU for seconds);
+    // with it, the port is picked at `connect`, for the whole address pair.
+    setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)?;
     socket.bind(SocketAddr::new(source, 0))?;
     let tcp = socket.connect(target).await?;
     tcp.set_nodelay(true)?;
