@@ -123,7 +123,9 @@ impl Answers {
             self.out.clear();
             return;
         }
-        match write_all(&self.sink, &mut self.out).await {
+        // Boxed: kept inline, this future would sit in every reader's state
+        // for the connection's whole life, idle or not.
+        match Box::pin(write_all(&self.sink, &mut self.out)).await {
             Ok(()) => {}
             Err(Unwritten::Failed) => self.writable = false,
             Err(Unwritten::Stalled) => {

@@ -67,7 +67,10 @@ pub(super) async fn run(state: Arc<AppState>, socket: WebSocket) {
     state.connections.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("websocket_connections").increment(1.0);
     let (mut sink, mut stream) = socket.split();
-    if let Some(auth) = hello(&state, &mut sink, &mut stream).await {
+    // The hello is boxed, and so are the handling of a client frame and the
+    // closing handshake below: kept inline, each would sit in every
+    // connection's state for its whole life.
+    if let Some(auth) = Box::pin(hello(&state, &mut sink, &mut stream)).await {
         session(&state, auth, sink, stream).await;
     }
     state.connections.fetch_sub(1, Ordering::Relaxed);
@@ -315,7 +318,8 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, stream: Stream) 
     state.hub.unregister(user, c.conn_id, || deliver::disconnected(state, user));
     Presence::disconnected(state, user);
     if let (Some((code, reason)), Some(mut stream), false) = (c.close, stream, c.gone) {
-        close_with(&mut *c.sink.lock().await, &mut stream, code, reason).await;
+        let mut sink = c.sink.lock().await;
+        Box::pin(close_with(&mut sink, &mut stream, code, reason)).await;
     }
 }
 
@@ -364,7 +368,7 @@ impl Connection {
                     let code = self.control.close_code.load(Ordering::Acquire);
                     self.close = Some((code, close_reason(code)));
                 }
-                Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; self.on_acks_stored(result).await; }
+                Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; Box::pin(self.on_acks_stored(result)).await; }
                 Some(push) = rx.recv() => {
                     self.on_push(push).await;
                     for _ in 0..PUSH_BATCH {
@@ -450,7 +454,7 @@ impl Connection {
             Push::Left(conversation) => self.delivery.forget(conversation),
             Push::Resync => self.control.lagged.store(true, Ordering::Release),
             Push::Client(f) => {
-                if let Err((e, reference)) = self.on_frame(*f).await {
+                if let Err((e, reference)) = Box::pin(self.on_frame(*f)).await {
                     self.out.push(error_frame(e.code, e.message, Some(reference)));
                 }
             }

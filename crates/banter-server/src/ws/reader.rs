@@ -128,7 +128,8 @@ impl ReadLoop {
                 }
             }
         }
-        self.answers.finish(SEND_DRAIN_TIMEOUT).await;
+        // Boxed, like the write in `Answers::answer`, to keep every reader's state small.
+        Box::pin(self.answers.finish(SEND_DRAIN_TIMEOUT)).await;
         stream
     }
 
