@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 /// Sends of one connection being stored at once; past it the connection stops reading.
 pub const MAX_PENDING_SENDS: usize = 256;
 /// Threads of the answer runtime.
-pub const ANSWER_THREADS: usize = 1;
+pub const ANSWER_THREADS: usize = 2;
 
 /// The runtime that stores and answers sends.
 pub struct AnswerRuntime {
