@@ -2,9 +2,9 @@
 //! delivery state, its acks and its timers, and writes its frames.
 //!
 //! The socket's read half goes to a reader on the answer runtime
-//! ([`super::reader`]), which hands sends to the answer task
-//! ([`super::answers`]) and everything else to this task, through its push
-//! channel. Every branch of the loop only changes state and queues frames in
+//! ([`super::reader`]), which stores and answers sends itself
+//! ([`super::answers`]) and hands everything else to this task, through its
+//! push channel. Every branch of the loop only changes state and queues frames in
 //! `out`; one place ([`Connection::flush`]) writes them, feeding all and
 //! flushing once, under a stall timeout so a client that stops reading
 //! cannot pin the task. Nothing here waits on another connection.
@@ -218,7 +218,7 @@ struct Connection {
     auth: Auth,
     conn_id: u64,
     control: Arc<Control>,
-    /// The write half, shared with the answer task.
+    /// The write half, shared with the reader, which writes the answers to sends.
     sink: Arc<Mutex<Sink>>,
     delivery: Delivery,
     /// Frames queued for the next write.

@@ -58,7 +58,7 @@ impl Reader {
             control,
             rate: RateLimit::new(state.config.rate_limit_per_sec, state.config.rate_limit_burst),
             bad_frames: 0,
-            waiting: VecDeque::with_capacity(2),
+            waiting: VecDeque::new(),
             ended: false,
         };
         let task = state.answers.spawn(r.run(stream, tx, stopped));

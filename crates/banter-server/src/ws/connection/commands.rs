@@ -37,7 +37,7 @@ impl Connection {
                 Ok(())
             }
             ClientFrame::Send { client_msg_id, .. } => {
-                // The reader hands sends to the answer task; none come here.
+                // The reader stores and answers sends itself; none come here.
                 Err((ApiError::new(ErrorCode::InvalidFrame, "send is not taken here"), client_msg_id))
             }
             ClientFrame::Ack { conversation_id, seq } => {
