@@ -8,6 +8,12 @@ mod serve;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than the system allocator: frames, messages and their
+/// futures are allocated on one thread and freed on another all the time,
+/// which glibc's allocator handles with locks and chunk consolidation.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Banter: a real-time chat server and its command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "banter", version, about)]
