@@ -20,6 +20,7 @@ pub mod hub;
 pub mod ids;
 pub mod members;
 pub mod messaging;
+pub mod meters;
 pub mod presence;
 pub mod state;
 pub mod views;
@@ -61,6 +62,7 @@ pub fn state(
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
         answers: ws::answers::AnswerRuntime::new()?,
+        meters: meters::Meters::new(),
         metrics,
     }))
 }

@@ -70,7 +70,7 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
         })
         .await?;
     if !appended.duplicate {
-        metrics::counter!("messages_sent_total").increment(1);
+        state.meters.sent.increment(1);
     }
     // Pushed on a retry too: the first attempt may have been stored after its
     // caller gave up (a store timeout), and then never pushed. Pushes are

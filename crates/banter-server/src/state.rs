@@ -34,6 +34,8 @@ pub struct AppState {
     pub connections: AtomicUsize,
     /// Stores and answers sends, apart from the connections' runtime.
     pub answers: crate::ws::answers::AnswerRuntime,
+    /// The hot paths' metric handles.
+    pub meters: crate::meters::Meters,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

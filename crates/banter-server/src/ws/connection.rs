@@ -63,18 +63,26 @@ pub(super) type SendResult = (String, ConversationId, Result<Arc<StoredMessage>,
 type AckResult = (Vec<Ack>, banter_store::Result<Vec<(ConversationId, u64)>>);
 
 /// Runs a connection from the upgrade to the close.
-pub(super) async fn run(state: Arc<AppState>, socket: WebSocket) {
-    state.connections.fetch_add(1, Ordering::Relaxed);
-    metrics::gauge!("websocket_connections").increment(1.0);
+///
+/// The socket is split before the future is made, and the session is boxed:
+/// the future of an `async fn` keeps room for its arguments for its whole
+/// life, and this one lives in the task of every connection, rounded up to an
+/// allocation size class. Split and boxed, the task holds two small halves
+/// and a pointer, and the session one allocation of its own size.
+pub(super) fn run(state: Arc<AppState>, socket: WebSocket) -> impl std::future::Future<Output = ()> + Send {
     let (mut sink, mut stream) = socket.split();
-    // The hello is boxed, and so are the handling of a client frame and the
-    // closing handshake below: kept inline, each would sit in every
-    // connection's state for its whole life.
-    if let Some(auth) = Box::pin(hello(&state, &mut sink, &mut stream)).await {
-        session(&state, auth, sink, stream).await;
+    async move {
+        state.connections.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("websocket_connections").increment(1.0);
+        // The hello is boxed, and so are the handling of a client frame and the
+        // closing handshake below: kept inline, each would sit in every
+        // connection's state for its whole life.
+        if let Some(auth) = Box::pin(hello(&state, &mut sink, &mut stream)).await {
+            Box::pin(session(&state, auth, sink, stream)).await;
+        }
+        state.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("websocket_connections").decrement(1.0);
     }
-    state.connections.fetch_sub(1, Ordering::Relaxed);
-    metrics::gauge!("websocket_connections").decrement(1.0);
 }
 
 pub(super) fn frame(f: &ServerFrame) -> Message {
@@ -248,11 +256,19 @@ struct Connection {
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
     reported: (u64, u64),
-    /// Metric handles, looked up once so the push path does no registry lookup.
-    meters: Meters,
 }
 
-async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, stream: Stream) {
+/// Registers the device and runs its connection until it closes.
+///
+/// Everything up to the first write happens before the future is made, so
+/// that the future, which every connection keeps for its whole life, holds
+/// the connection once instead of also the pieces it was built from.
+fn session(
+    state: &Arc<AppState>,
+    auth: Auth,
+    sink: Sink,
+    stream: Stream,
+) -> impl std::future::Future<Output = ()> + Send {
     let (tx, mut rx) = mpsc::channel(PUSH_QUEUE);
     let control = Arc::new(Control::default());
     let conn_id = state.hub.next_conn_id();
@@ -285,7 +301,6 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, stream: Stream) 
         close: None,
         gone: false,
         reported: (0, 0),
-        meters: Meters::new(),
     };
     c.out.push(frame(&ServerFrame::Welcome {
         user_id: auth.user_id.to_string(),
@@ -296,30 +311,46 @@ async fn session(state: &Arc<AppState>, auth: Auth, sink: Sink, stream: Stream) 
         window: state.config.delivery_window,
         max_frame_bytes: state.config.max_frame_bytes,
     }));
-    // The welcome goes out before any answer the reader writes.
-    if !c.flush().await {
-        c.gone = true;
+    async move {
+        // The welcome goes out before any answer the reader writes.
+        if !c.flush().await {
+            c.gone = true;
+        }
+        // `out` allocates again only when something is pushed: an idle
+        // connection keeps no frame buffer.
+        c.out = Vec::new();
+        c.control.touch();
+        c.reader = Some(Reader::start(&c.state, c.auth, stream, Arc::clone(&c.sink), Arc::clone(&c.control), tx));
+        // Only now the backlog: every conversation above its cursor is behind.
+        c.control.lagged.store(true, Ordering::Release);
+        c.run(&mut rx).await;
+        // Boxed, so that what only the end needs takes no room in every
+        // connection's future while it runs.
+        Box::pin(c.end()).await;
     }
-    c.control.touch();
-    c.reader = Some(Reader::start(state, auth, stream, Arc::clone(&c.sink), Arc::clone(&c.control), tx));
-    // Only now the backlog: every conversation above its cursor is behind.
-    c.control.lagged.store(true, Ordering::Release);
-    c.run(&mut rx).await;
-    // Sends read are stored and answered before the connection goes.
-    let stream = match c.reader.take() {
-        Some(reader) => reader.stop().await,
-        None => None,
-    };
-    c.store_last_acks().await;
+}
 
-    c.unreport_gauges();
-    let user = c.auth.user_id;
-    state.presence.unsubscribe((user, c.auth.device_id), c.subscriptions.drain());
-    state.hub.unregister(user, c.conn_id, || deliver::disconnected(state, user));
-    Presence::disconnected(state, user);
-    if let (Some((code, reason)), Some(mut stream), false) = (c.close, stream, c.gone) {
-        let mut sink = c.sink.lock().await;
-        Box::pin(close_with(&mut sink, &mut stream, code, reason)).await;
+impl Connection {
+    /// Ends the connection: stops the reader (the sends it read are stored and
+    /// answered first), stores the last acks, leaves the hub and presence,
+    /// and closes with the code chosen, if the socket still works.
+    async fn end(mut self) {
+        let stream = match self.reader.take() {
+            Some(reader) => reader.stop().await,
+            None => None,
+        };
+        self.store_last_acks().await;
+
+        self.unreport_gauges();
+        let state = &self.state;
+        let user = self.auth.user_id;
+        state.presence.unsubscribe((user, self.auth.device_id), self.subscriptions.drain());
+        state.hub.unregister(user, self.conn_id, || deliver::disconnected(state, user));
+        Presence::disconnected(state, user);
+        if let (Some((code, reason)), Some(mut stream), false) = (self.close, stream, self.gone) {
+            let mut sink = self.sink.lock().await;
+            Box::pin(close_with(&mut sink, &mut stream, code, reason)).await;
+        }
     }
 }
 
@@ -407,16 +438,16 @@ impl Connection {
     fn report_gauges(&mut self) {
         let now = (self.delivery.unacked() as u64, self.delivery.backlog());
         if now != self.reported {
-            self.meters.inflight.increment(now.0 as f64 - self.reported.0 as f64);
-            self.meters.backlog.increment(now.1 as f64 - self.reported.1 as f64);
+            self.state.meters.inflight.increment(now.0 as f64 - self.reported.0 as f64);
+            self.state.meters.backlog.increment(now.1 as f64 - self.reported.1 as f64);
             self.reported = now;
         }
     }
 
     /// Takes this connection's share out of the shared gauges when it closes.
     fn unreport_gauges(&mut self) {
-        self.meters.inflight.decrement(self.reported.0 as f64);
-        self.meters.backlog.decrement(self.reported.1 as f64);
+        self.state.meters.inflight.decrement(self.reported.0 as f64);
+        self.state.meters.backlog.decrement(self.reported.1 as f64);
         self.reported = (0, 0);
     }
 
@@ -441,7 +472,7 @@ impl Connection {
                 let own = m.origin == Some(self.auth.device_id);
                 match self.delivery.on_live(m.conversation_id, m.seq, own, Instant::now()) {
                     Live::Send => {
-                        self.meters.record_latency(m.ts);
+                        self.state.meters.record_latency(m.ts);
                         self.out.push(Message::Text(m.frame.clone()));
                     }
                     Live::Skip => {}
@@ -493,7 +524,7 @@ impl Connection {
             let now = Instant::now();
             for m in &page {
                 if self.delivery.record_fetched(conversation, m.seq, m.sender_device == self.auth.device_id, now) {
-                    self.meters.record_latency(m.ts);
+                    self.state.meters.record_latency(m.ts);
                     self.out.push(Message::Text(views::message_frame(m).into()));
                 }
             }
@@ -516,7 +547,7 @@ impl Connection {
         }
         let rewound = self.delivery.on_timer(now);
         if rewound > 0 {
-            metrics::counter!("delivery_retries_total").increment(rewound as u64);
+            self.state.meters.retries.increment(rewound as u64);
         }
     }
 
@@ -573,28 +604,6 @@ impl Connection {
             let due = self.acks_due.entry(ack.conversation_id).or_default();
             *due = (*due).max(ack.seq);
         }
-    }
-}
-
-/// The metrics a connection records as it pushes.
-struct Meters {
-    inflight: metrics::Gauge,
-    backlog: metrics::Gauge,
-    latency: metrics::Histogram,
-}
-
-impl Meters {
-    fn new() -> Meters {
-        Meters {
-            inflight: metrics::gauge!("delivery_inflight_messages"),
-            backlog: metrics::gauge!("delivery_backlog_messages"),
-            latency: metrics::histogram!("message_delivery_latency_ms"),
-        }
-    }
-
-    /// Records stored → pushed latency of a message stored at `ts`.
-    fn record_latency(&self, ts: i64) {
-        self.latency.record((crate::clock::now_ms() - ts).max(0) as f64);
     }
 }
 

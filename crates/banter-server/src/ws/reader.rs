@@ -98,39 +98,51 @@ enum Outcome {
 
 impl ReadLoop {
     /// Reads until stopped; `tx` is the connection's push channel.
-    async fn run(mut self, mut stream: Stream, tx: mpsc::Sender<Push>, mut stop: oneshot::Receiver<()>) -> Stream {
-        loop {
-            let reading = !self.ended && self.waiting.is_empty() && self.answers.has_room();
-            tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                Some(done) = self.answers.next(), if self.answers.busy() => self.answers.answer(done).await,
-                room = tx.reserve(), if !self.waiting.is_empty() => match (room, self.waiting.pop_front()) {
-                    (Ok(room), Some(push)) => room.send(push),
-                    // The connection is gone: nothing more to read for.
-                    _ => break,
-                },
-                next = stream.next(), if reading => {
-                    let outcome = match next {
-                        Some(Ok(msg)) => self.on_message(msg),
-                        Some(Err(e)) if is_too_big(&e) => Outcome::Last(None, Push::Close(close::TOO_BIG)),
-                        Some(Err(_)) | None => Outcome::Last(None, Push::Gone),
-                    };
-                    match outcome {
-                        Outcome::Done => {}
-                        Outcome::Forward(p) => self.waiting.push_back(p),
-                        Outcome::Last(p, end) => {
-                            self.waiting.extend(p);
-                            self.waiting.push_back(end);
-                            self.ended = true;
+    ///
+    /// An `async` block rather than an `async fn`: the block uses what it
+    /// captures in place, where an `async fn` would keep its arguments twice
+    /// (as given and as bound), in every reader's task.
+    #[allow(clippy::manual_async_fn)]
+    fn run(
+        mut self,
+        mut stream: Stream,
+        tx: mpsc::Sender<Push>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> impl std::future::Future<Output = Stream> + Send {
+        async move {
+            loop {
+                let reading = !self.ended && self.waiting.is_empty() && self.answers.has_room();
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    Some(done) = self.answers.next(), if self.answers.busy() => self.answers.answer(done).await,
+                    room = tx.reserve(), if !self.waiting.is_empty() => match (room, self.waiting.pop_front()) {
+                        (Ok(room), Some(push)) => room.send(push),
+                        // The connection is gone: nothing more to read for.
+                        _ => break,
+                    },
+                    next = stream.next(), if reading => {
+                        let outcome = match next {
+                            Some(Ok(msg)) => self.on_message(msg),
+                            Some(Err(e)) if is_too_big(&e) => Outcome::Last(None, Push::Close(close::TOO_BIG)),
+                            Some(Err(_)) | None => Outcome::Last(None, Push::Gone),
+                        };
+                        match outcome {
+                            Outcome::Done => {}
+                            Outcome::Forward(p) => self.waiting.push_back(p),
+                            Outcome::Last(p, end) => {
+                                self.waiting.extend(p);
+                                self.waiting.push_back(end);
+                                self.ended = true;
+                            }
                         }
                     }
                 }
             }
+            // Boxed, like the write in `Answers::answer`, to keep every reader's state small.
+            Box::pin(self.answers.finish(SEND_DRAIN_TIMEOUT)).await;
+            stream
         }
-        // Boxed, like the write in `Answers::answer`, to keep every reader's state small.
-        Box::pin(self.answers.finish(SEND_DRAIN_TIMEOUT)).await;
-        stream
     }
 
     fn on_message(&mut self, msg: Message) -> Outcome {

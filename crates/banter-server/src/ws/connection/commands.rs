@@ -54,7 +54,7 @@ impl Connection {
                 }
                 let before = self.delivery.unacked();
                 if let Some(s) = self.delivery.on_ack(conversation, seq) {
-                    metrics::counter!("messages_delivered_total").increment((before - self.delivery.unacked()) as u64);
+                    self.state.meters.delivered.increment((before - self.delivery.unacked()) as u64);
                     self.acks_due.insert(conversation, s);
                 }
                 Ok(())
