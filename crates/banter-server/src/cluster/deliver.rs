@@ -11,16 +11,19 @@ use std::sync::Arc;
 /// A stored message, to every device of `members`: on the send path up to
 /// the fan-out threshold, through the fan-out queue above it (JetStream's in
 /// cluster mode, so any node's worker takes it even if this node dies).
+///
+/// The queue paths are boxed: they are taken only for large groups, and
+/// inline they would make the future of every send several times larger.
 pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stored>) {
     let large = members.len() as u64 > state.config.fanout_sync_threshold;
     match &state.cluster {
-        None if large => state.fanout.enqueue(Job { members, message }).await,
+        None if large => Box::pin(state.fanout.enqueue(Job { members, message })).await,
         None => {
             push_message(state, &members, &message);
         }
         Some(cluster) => {
             if large {
-                match cluster.queue.enqueue(cluster.node, &message).await {
+                match Box::pin(cluster.queue.enqueue(cluster.node, &message)).await {
                     Ok(()) => return,
                     Err(e) => tracing::warn!(error = %e, "fan-out queue unavailable; pushing directly"),
                 }
