@@ -9,10 +9,12 @@
 
 use axum::extract::ws::Utf8Bytes;
 use banter_store::{ConversationId, DeviceId, UserId};
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Capacity of each connection's push channel.
 pub const PUSH_QUEUE: usize = 512;
@@ -98,8 +100,11 @@ pub struct Control {
     pub lagged: AtomicBool,
     /// Close code requested by someone else (replacement, logout); 0 if none.
     pub close_code: AtomicU16,
-    /// Wakes the connection when `close_code` is set.
-    pub closed: Notify,
+    /// Wakes the connection when `close_code` is set. A waker, not a
+    /// `Notify`: the connection polls it on every turn of its loop, and
+    /// registering again costs an atomic, where a fresh `Notified` locks the
+    /// wait list twice.
+    closed: AtomicWaker,
     /// When the client last sent a frame, in ms on [`crate::clock::mono_ms`].
     pub last_frame: AtomicU64,
 }
@@ -119,7 +124,17 @@ impl Control {
     /// Asks the connection to close with `code`.
     pub fn close(&self, code: u16) {
         self.close_code.store(code, Ordering::Release);
-        self.closed.notify_one();
+        self.closed.wake();
+    }
+
+    /// Ready with the close code once [`Control::close`] was called.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<u16> {
+        // Registered before the code is read, so a close in between still wakes.
+        self.closed.register(cx.waker());
+        match self.close_code.load(Ordering::Acquire) {
+            0 => Poll::Pending,
+            code => Poll::Ready(code),
+        }
     }
 }
 

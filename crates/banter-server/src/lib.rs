@@ -113,6 +113,13 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 /// every connection with 1001, waits for in-flight work, and returns.
 pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
+    // Every connection closes with 1001 when shutdown begins; one registered
+    // after this sweep sees the token itself (`ws::connection`).
+    let sweep = Arc::clone(&state);
+    state.tasks.spawn(async move {
+        sweep.shutdown.cancelled().await;
+        sweep.hub.close_all(banter_proto::close::GOING_AWAY);
+    });
     cluster::node::start(&state);
     let app = http::router(Arc::clone(&state));
     let shutdown = state.shutdown.clone();
@@ -122,7 +129,7 @@ pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
     let served = server.await;
-    // The listener is closed; connections see the token and close with 1001.
+    // The listener is closed, and the sweep above has closed every connection with 1001.
     state.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
         tracing::warn!("some connections did not finish within the shutdown grace");

@@ -189,6 +189,7 @@ fn close_reason(code: u16) -> &'static str {
         close::NORMAL => "bye",
         close::TOO_BIG => "frame too large",
         close::POLICY => "too many bad frames",
+        close::GOING_AWAY => "server shutting down",
         _ => "logged out",
     }
 }
@@ -279,6 +280,10 @@ fn session(
         old.control.close(close::REPLACED);
     }
     Presence::connected(state, auth.user_id);
+    // Registered after shutdown began, it missed the closing of every connection.
+    if state.shutdown.is_cancelled() {
+        control.close(close::GOING_AWAY);
+    }
     let now = Instant::now();
     let mut c = Connection {
         state: Arc::clone(state),
@@ -358,7 +363,7 @@ impl Connection {
     async fn run(&mut self, rx: &mut mpsc::Receiver<Push>) {
         let mut timer: std::pin::Pin<Box<Sleep>> = Box::pin(sleep_until(self.idle_deadline));
         let mut timer_at = self.idle_deadline;
-        let shutdown = self.state.shutdown.clone();
+        let control = Arc::clone(&self.control);
         while self.close.is_none() && !self.gone {
             if self.store_retry_at.is_none_or(|at| at <= Instant::now()) {
                 self.store_retry_at = None;
@@ -391,12 +396,10 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    // Stopping the reader (after the loop) answers the sends already read.
-                    self.close = Some((close::GOING_AWAY, "server shutting down"));
-                }
-                _ = self.control.closed.notified() => {
-                    let code = self.control.close_code.load(Ordering::Acquire);
+                // Shutdown comes this way too (`crate::run` closes every
+                // connection with 1001); stopping the reader (after the loop)
+                // answers the sends already read.
+                code = std::future::poll_fn(|cx| control.poll_closed(cx)) => {
                     self.close = Some((code, close_reason(code)));
                 }
                 Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; Box::pin(self.on_acks_stored(result)).await; }
