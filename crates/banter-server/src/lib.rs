@@ -5,10 +5,12 @@
 //! - [`http`]: thin handlers of the HTTP API; [`ws`]: the realtime gateway.
 //! - [`messaging`]: the send path; [`fanout`]: the queue for large groups.
 //! - [`hub`]: live connections of this node; [`presence`]: online/offline.
+//! - [`acks`]: the cursor writes of every connection, coalesced and stored together.
 //! - [`members`]: the member-list cache; [`ids`]: Snowflake message ids.
 //! - [`cluster`]: cluster mode, where nodes share a store and talk over NATS.
 //! - [`error`]: the one error type, mapped to the wire catalogue.
 
+pub mod acks;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
@@ -63,6 +65,7 @@ pub fn state(
         connections: AtomicUsize::new(0),
         answers: ws::answers::AnswerRuntime::new()?,
         meters: meters::Meters::new(),
+        acks: Default::default(),
         metrics,
     }))
 }
@@ -113,6 +116,7 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 /// every connection with 1001, waits for in-flight work, and returns.
 pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
+    state.tasks.spawn(acks::AckBuffer::run(Arc::clone(&state)));
     // Every connection closes with 1001 when shutdown begins; one registered
     // after this sweep sees the token itself (`ws::connection`).
     let sweep = Arc::clone(&state);

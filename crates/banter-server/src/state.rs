@@ -34,6 +34,8 @@ pub struct AppState {
     pub connections: AtomicUsize,
     /// Stores and answers sends, apart from the connections' runtime.
     pub answers: crate::ws::answers::AnswerRuntime,
+    /// Acks of every connection, waiting to be stored together.
+    pub acks: crate::acks::AckBuffer,
     /// The hot paths' metric handles.
     pub meters: crate::meters::Meters,
     /// Renders `/metrics`.

@@ -106,6 +106,14 @@ pub enum SeqRange {
     Before(u64),
 }
 
+/// The cumulative acks of one device, as stored together with other devices' by [`crate::Store::ack_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAcks {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub acks: Vec<Ack>,
+}
+
 /// One cumulative acknowledgement of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {

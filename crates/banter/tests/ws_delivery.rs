@@ -171,6 +171,31 @@ async fn backlog_follows_cursors_across_reconnects_and_devices() {
 }
 
 #[tokio::test]
+async fn an_ack_sent_just_before_closing_is_stored() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    for i in 1..=3 {
+        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
+    }
+    let mut wb = s.connect(&b).await;
+    for i in 1..=3u64 {
+        assert_eq!(wb.expect("message").await["seq"], i);
+    }
+    // Acks are stored in batches, at most every 25 ms: the first starts an
+    // interval, the second waits in it, and its connection closes at once.
+    // Waiting or not, it is stored before the connection is done.
+    wb.ack(&conv, 1).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    wb.ack(&conv, 2).await;
+    wb.close().await;
+    s.wait_for_connections(1).await;
+    let mut wb = s.connect(&b).await;
+    assert_eq!(wb.expect("message").await["seq"], 3);
+}
+
+#[tokio::test]
 async fn second_connection_of_a_device_replaces_the_first_with_4002() {
     let s = Server::start(&[]).await;
     let (a, b) = (s.user("alice").await, s.user("bob").await);

@@ -5,6 +5,8 @@ use super::Event;
 use crate::fanout::{push_message, Job};
 use crate::hub::{Frame, Push, Stored};
 use crate::state::AppState;
+use banter_proto::frame::ReceiptKind;
+use banter_proto::ServerFrame;
 use banter_store::{ConversationId, DeviceId, UserId};
 use std::sync::Arc;
 
@@ -95,4 +97,20 @@ pub fn disconnected(state: &AppState, user: UserId) {
     if let Some(cluster) = &state.cluster {
         cluster.publish(Event::Disconnected { user }, &[]);
     }
+}
+
+/// A receipt of `user` (delivered or read up to `seq`) to the other members
+/// of a conversation, unless it is a group above the fan-out threshold, where
+/// no receipts are kept.
+pub async fn receipt(state: &AppState, user: UserId, conversation: ConversationId, kind: ReceiptKind, seq: u64) {
+    let Ok(members) = state.members.get(state.store.as_ref(), conversation).await else { return };
+    if members.len() as u64 > state.config.fanout_sync_threshold {
+        return;
+    }
+    let receipt = crate::hub::frame(
+        ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
+            .to_json(),
+    );
+    let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
+    frame(state, &others, receipt);
 }

@@ -21,13 +21,11 @@ use crate::presence::Presence;
 use crate::state::AppState;
 use crate::views;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use banter_proto::frame::ReceiptKind;
 use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
-use banter_store::{Ack, ConversationId, SeqRange, StoredMessage, UserId};
-use futures_util::future::BoxFuture;
+use banter_store::{ConversationId, SeqRange, StoredMessage, UserId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +40,6 @@ pub(super) const MAX_BAD_FRAMES: u32 = 32;
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for a connection's sends to be stored and answered.
 pub(super) const SEND_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Acks of one connection are stored at most this often; those arriving in
-/// between are coalesced into the next write. A lost ack only means a
-/// redelivery, so cursors can trail the client by this much.
-pub const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// Most pushes taken from the channel before the loop writes.
 const PUSH_BATCH: usize = 128;
 /// After a failed read of the store, a connection reads again after a
@@ -59,8 +53,6 @@ const PAGES_PER_TURN: usize = 4;
 pub(super) type Sink = SplitSink<WebSocket, Message>;
 pub(super) type Stream = SplitStream<WebSocket>;
 pub(super) type SendResult = (String, ConversationId, Result<Arc<StoredMessage>, ApiError>);
-/// An ack write's outcome, with the acks it carried (kept again if it failed).
-type AckResult = (Vec<Ack>, banter_store::Result<Vec<(ConversationId, u64)>>);
 
 /// Runs a connection from the upgrade to the close.
 ///
@@ -234,12 +226,6 @@ struct Connection {
     out: Vec<Message>,
     /// Reads the socket, on the answer runtime; taken when the connection ends.
     reader: Option<Reader>,
-    /// Acks to store once the write in progress finishes (coalesced per conversation).
-    acks_due: HashMap<ConversationId, u64>,
-    /// The ack write in progress.
-    ack_write: Option<BoxFuture<'static, AckResult>>,
-    /// When the last ack write started.
-    last_ack_write: Instant,
     /// Conversations seen in pushes but not yet tracked.
     unknown: HashSet<ConversationId>,
     /// Users this device follows for presence.
@@ -294,9 +280,6 @@ fn session(
         delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
         out: Vec::new(),
         reader: None,
-        acks_due: HashMap::new(),
-        ack_write: None,
-        last_ack_write: now,
         unknown: HashSet::new(),
         subscriptions: HashSet::new(),
         idle_deadline: now + state.config.presence_timeout,
@@ -344,7 +327,9 @@ impl Connection {
             Some(reader) => reader.stop().await,
             None => None,
         };
-        self.store_last_acks().await;
+        // Its acks still buffered are stored before the device can connect again.
+        let (state, user, device) = (&self.state, self.auth.user_id, self.auth.device_id);
+        let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, state.acks.store_device(state, user, device)).await;
 
         self.unreport_gauges();
         let state = &self.state;
@@ -384,9 +369,6 @@ impl Connection {
                 return;
             }
             let mut want = self.delivery.next_deadline().map_or(self.idle_deadline, |d| d.min(self.idle_deadline));
-            if self.ack_write.is_none() && !self.acks_due.is_empty() {
-                want = want.min(self.last_ack_write + ACK_FLUSH_INTERVAL);
-            }
             if let Some(at) = self.store_retry_at {
                 want = want.min(at);
             }
@@ -402,7 +384,6 @@ impl Connection {
                 code = std::future::poll_fn(|cx| control.poll_closed(cx)) => {
                     self.close = Some((code, close_reason(code)));
                 }
-                Some(result) = maybe(&mut self.ack_write) => { self.ack_write = None; Box::pin(self.on_acks_stored(result)).await; }
                 Some(push) = rx.recv() => {
                     self.on_push(push).await;
                     for _ in 0..PUSH_BATCH {
@@ -415,26 +396,9 @@ impl Connection {
                 _ = &mut timer => self.on_timer(),
                 _ = std::future::ready(()), if self.more_to_stream => {}
             }
-            self.start_ack_write();
             self.report_gauges();
         }
         self.flush().await;
-    }
-
-    /// Stores the acks still due when the connection ends, so the device's
-    /// next connection does not get those messages again.
-    async fn store_last_acks(&mut self) {
-        if let Some(write) = self.ack_write.take() {
-            if let Ok((acks, Err(_))) = tokio::time::timeout(SEND_DRAIN_TIMEOUT, write).await {
-                self.due_again(acks);
-            }
-        }
-        if !self.acks_due.is_empty() {
-            let acks = self.take_acks();
-            let store = Arc::clone(&self.state.store);
-            let _ =
-                tokio::time::timeout(SEND_DRAIN_TIMEOUT, store.ack(self.auth.user_id, self.auth.device_id, acks)).await;
-        }
     }
 
     /// Moves the shared gauges by this connection's change since the last report.
@@ -552,68 +516,5 @@ impl Connection {
         if rewound > 0 {
             self.state.meters.retries.increment(rewound as u64);
         }
-    }
-
-    fn start_ack_write(&mut self) {
-        if self.ack_write.is_some() || self.acks_due.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        if now < self.last_ack_write + ACK_FLUSH_INTERVAL {
-            return;
-        }
-        self.last_ack_write = now;
-        let acks = self.take_acks();
-        let store = Arc::clone(&self.state.store);
-        let Auth { user_id, device_id } = self.auth;
-        self.ack_write = Some(Box::pin(async move {
-            let result = store.ack(user_id, device_id, acks.clone()).await;
-            (acks, result)
-        }));
-    }
-
-    /// The acks due, marked for receipts unless their group is above the fan-out threshold.
-    fn take_acks(&mut self) -> Vec<Ack> {
-        let threshold = self.state.config.fanout_sync_threshold;
-        let delivery = &self.delivery;
-        self.acks_due
-            .drain()
-            .map(|(conversation_id, seq)| Ack {
-                conversation_id,
-                seq,
-                receipts: delivery.member_count(conversation_id).is_none_or(|n| n <= threshold),
-            })
-            .collect()
-    }
-
-    async fn on_acks_stored(&mut self, (acks, result): AckResult) {
-        match result {
-            Ok(rose) => {
-                for (conversation, seq) in rose {
-                    self.receipt(conversation, ReceiptKind::Delivered, seq).await;
-                }
-            }
-            Err(e) => {
-                // Due again, with whatever came meanwhile: the next write retries them.
-                tracing::warn!(error = %e, "storing acks failed; retrying");
-                self.due_again(acks);
-            }
-        }
-    }
-
-    /// Makes acks whose write failed due again, merged with any that came since.
-    fn due_again(&mut self, acks: Vec<Ack>) {
-        for ack in acks {
-            let due = self.acks_due.entry(ack.conversation_id).or_default();
-            *due = (*due).max(ack.seq);
-        }
-    }
-}
-
-/// Polls an optional future; pending forever when there is none.
-async fn maybe<T>(f: &mut Option<BoxFuture<'static, T>>) -> Option<T> {
-    match f {
-        Some(fut) => Some(fut.await),
-        None => std::future::pending().await,
     }
 }

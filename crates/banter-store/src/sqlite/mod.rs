@@ -530,37 +530,13 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>> {
+        self.writer.write_bulk(move |c| ack_device(c, user, device, acks)).await
+    }
+
+    async fn ack_many(&self, devices: Vec<DeviceAcks>) -> Result<Vec<Vec<(ConversationId, u64)>>> {
+        // One job: one boxed closure and one answer for every device in it.
         self.writer
-            .write_bulk(move |c| {
-                // Both writes only move positions forward: harmless to keep if a later step fails.
-                let mut rose = Vec::new();
-                for ack in acks {
-                    let conversation = ack.conversation_id;
-                    let seq = if ack.receipts {
-                        let Some(seq) = capped_seq(c, conversation, user, ack.seq)? else { continue };
-                        seq
-                    } else {
-                        (ack.seq.min(i64::MAX as u64) as i64).min(writer::last_seq(c, conversation)?)
-                    };
-                    c.prepare_cached(
-                        "INSERT INTO cursors (conversation_id, device_id, acked_seq) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (conversation_id, device_id) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
-                    )?
-                    .execute(params![conversation, device, seq])?;
-                    if !ack.receipts {
-                        continue;
-                    }
-                    let changed = c
-                        .prepare_cached(
-                            "UPDATE members SET delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2 AND delivered_seq < ?3",
-                        )?
-                        .execute(params![conversation, user, seq])?;
-                    if changed == 1 {
-                        rose.push((conversation, seq as u64));
-                    }
-                }
-                Ok(rose)
-            })
+            .write_bulk(move |c| devices.into_iter().map(|d| ack_device(c, d.user, d.device, d.acks)).collect())
             .await
     }
 
@@ -575,6 +551,38 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
+
+/// Stores one device's acks inside the writer's transaction. Both writes
+/// only move positions forward: harmless to keep if a later step fails.
+fn ack_device(c: &Connection, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>> {
+    let mut rose = Vec::new();
+    for ack in acks {
+        let conversation = ack.conversation_id;
+        let seq = if ack.receipts {
+            let Some(seq) = capped_seq(c, conversation, user, ack.seq)? else { continue };
+            seq
+        } else {
+            (ack.seq.min(i64::MAX as u64) as i64).min(writer::last_seq(c, conversation)?)
+        };
+        c.prepare_cached(
+            "INSERT INTO cursors (conversation_id, device_id, acked_seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (conversation_id, device_id) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
+        )?
+        .execute(params![conversation, device, seq])?;
+        if !ack.receipts {
+            continue;
+        }
+        let changed = c
+            .prepare_cached(
+                "UPDATE members SET delivered_seq = ?3 WHERE conversation_id = ?1 AND user_id = ?2 AND delivered_seq < ?3",
+            )?
+            .execute(params![conversation, user, seq])?;
+        if changed == 1 {
+            rose.push((conversation, seq as u64));
+        }
+    }
+    Ok(rose)
 }
 
 /// `seq` capped at the conversation's `last_seq`, or `None` if `user` is not a member.

@@ -4,7 +4,9 @@
 //! `conformance_tests!(expression building the backend)`, which declares one
 //! `#[tokio::test]` per function here, so no backend can skip a case.
 
-use banter_store::{Ack, ConversationId, Kind, NewMessage, SeqRange, Store, StoreError, UserId, MEMBERS_LISTED_UP_TO};
+use banter_store::{
+    Ack, ConversationId, DeviceAcks, Kind, NewMessage, SeqRange, Store, StoreError, UserId, MEMBERS_LISTED_UP_TO,
+};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ macro_rules! conformance_tests {
             conversations_are_listed_by_latest_activity,
             member_lists_stop_at_the_limit,
             acks_move_cursors_forward_and_report_receipts,
+            acks_of_many_devices_are_stored_together,
             reads_rise_and_are_capped,
             messages_are_paged_in_both_directions,
         );
@@ -404,6 +407,45 @@ pub async fn acks_move_cursors_forward_and_report_receipts(backend: &impl Backen
     let mut positions: Vec<_> = cursors.iter().map(|k| (k.conversation_id, k.acked_seq, k.last_seq)).collect();
     positions.sort_unstable();
     assert_eq!(positions, vec![(g1, 5, 5), (g2, 2, 2), (g3, 3, 3)]);
+}
+
+pub async fn acks_of_many_devices_are_stored_together(backend: &impl Backend) {
+    let store = backend.open().await;
+    let a = store.create_user("alice", "h").await.unwrap();
+    let b = store.create_user("bob", "h").await.unwrap();
+    let c = store.create_user("carol", "h").await.unwrap();
+    let phone = store.create_device(b.id, "phone", [1; 32]).await.unwrap();
+    let laptop = store.create_device(b.id, "laptop", [2; 32]).await.unwrap();
+    let carol = store.create_device(c.id, "phone", [3; 32]).await.unwrap();
+    let g = store.create_group(a.id, None, &[b.id, c.id]).await.unwrap().id;
+    let direct = store.create_direct(a.id, b.id).await.unwrap().0.id;
+    for i in 0..4 {
+        store.append(message(g, a.id, &format!("g{i}"), i + 1)).await.unwrap();
+        store.append(message(direct, a.id, &format!("d{i}"), i + 11)).await.unwrap();
+    }
+    let devices = vec![
+        DeviceAcks { user: b.id, device: phone, acks: vec![ack(g, 3), ack(direct, 99)] },
+        // Carol is not in the direct conversation: that ack is skipped, hers in the group stands.
+        DeviceAcks { user: c.id, device: carol, acks: vec![ack(direct, 2), ack(g, 1)] },
+        DeviceAcks { user: b.id, device: laptop, acks: vec![] },
+    ];
+    // One answer per device, in the order given, each as `ack` would give it.
+    let rose = store.ack_many(devices).await.unwrap();
+    assert_eq!(rose, vec![vec![(g, 3), (direct, 4)], vec![(g, 1)], vec![]]);
+    // Bob's delivered seq rose through his phone: his laptop moves only its cursor.
+    let laptop_acks = vec![DeviceAcks { user: b.id, device: laptop, acks: vec![ack(g, 2)] }];
+    assert_eq!(store.ack_many(laptop_acks).await.unwrap(), vec![vec![]]);
+    let acked = |conv, user, device| {
+        let store = Arc::clone(&store);
+        async move { store.cursor(conv, user, device).await.unwrap().map(|k| k.acked_seq) }
+    };
+    assert_eq!(acked(g, b.id, phone).await, Some(3));
+    assert_eq!(acked(direct, b.id, phone).await, Some(4));
+    assert_eq!(acked(g, b.id, laptop).await, Some(2));
+    assert_eq!(acked(g, c.id, carol).await, Some(1));
+    assert_eq!(acked(direct, c.id, carol).await, None);
+    // Nothing at all is a valid call.
+    assert_eq!(store.ack_many(vec![]).await.unwrap(), Vec::<Vec<(ConversationId, u64)>>::new());
 }
 
 pub async fn reads_rise_and_are_capped(backend: &impl Backend) {

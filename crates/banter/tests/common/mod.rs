@@ -119,6 +119,22 @@ impl Server {
     }
 
     /// Creates (or finds) the direct conversation of `a` and `b`.
+    /// Waits until the server counts `n` open WebSocket connections
+    /// (`websocket_connections` in `/metrics`), which it does once a closed
+    /// connection's task has finished.
+    pub async fn wait_for_connections(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = reqwest::get(format!("{}/metrics", self.base())).await.unwrap().text().await.unwrap();
+            let open = text.lines().find_map(|l| l.strip_prefix("websocket_connections ")).map(|v| v.trim().to_owned());
+            if open.as_deref().and_then(|v| v.parse::<f64>().ok()) == Some(n as f64) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "websocket_connections stayed at {open:?}, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn direct(&self, a: &User, b: &User) -> String {
         let (status, body) =
             self.http().post("/v1/conversations", Some(&a.token), json!({"kind": "direct", "members": [b.id]})).await;

@@ -7,25 +7,9 @@ use crate::error::ApiError;
 use crate::views::parse_id;
 use banter_proto::frame::ReceiptKind;
 use banter_proto::{limits, ClientFrame, ErrorCode, ServerFrame};
-use banter_store::{ConversationId, UserId};
+use banter_store::{Ack, UserId};
 
 impl Connection {
-    /// Sends a receipt to the other members, unless the group is above the fan-out threshold.
-    pub(super) async fn receipt(&mut self, conversation: ConversationId, kind: ReceiptKind, seq: u64) {
-        let threshold = self.state.config.fanout_sync_threshold;
-        let Ok(members) = self.state.members.get(self.state.store.as_ref(), conversation).await else { return };
-        if members.len() as u64 > threshold {
-            return;
-        }
-        let user = self.auth.user_id;
-        let frame = crate::hub::frame(
-            ServerFrame::Receipt { conversation_id: conversation.to_string(), user_id: user.to_string(), kind, seq }
-                .to_json(),
-        );
-        let others: Vec<UserId> = members.iter().copied().filter(|&u| u != user).collect();
-        deliver::frame(&self.state, &others, frame);
-    }
-
     /// Handles one well-formed frame; an error names the `ref` it answers.
     pub(super) async fn on_frame(&mut self, f: ClientFrame) -> Result<(), (ApiError, String)> {
         let kind = f.kind();
@@ -55,7 +39,11 @@ impl Connection {
                 let before = self.delivery.unacked();
                 if let Some(s) = self.delivery.on_ack(conversation, seq) {
                     self.state.meters.delivered.increment((before - self.delivery.unacked()) as u64);
-                    self.acks_due.insert(conversation, s);
+                    // Groups above the fan-out threshold keep no receipts.
+                    let threshold = self.state.config.fanout_sync_threshold;
+                    let receipts = self.delivery.member_count(conversation).is_none_or(|n| n <= threshold);
+                    let ack = Ack { conversation_id: conversation, seq: s, receipts };
+                    self.state.acks.add(self.auth.user_id, self.auth.device_id, ack);
                 }
                 Ok(())
             }
@@ -64,7 +52,7 @@ impl Connection {
                 let rose =
                     self.state.store.read(conversation, self.auth.user_id, seq).await.map_err(|e| fail(e.into()))?;
                 if let Some(s) = rose {
-                    self.receipt(conversation, ReceiptKind::Read, s).await;
+                    deliver::receipt(&self.state, self.auth.user_id, conversation, ReceiptKind::Read, s).await;
                 }
                 Ok(())
             }
