@@ -177,10 +177,15 @@ impl ReadLoop {
                     content,
                     exclude_origin: true,
                 };
-                self.answers.push(Box::pin(async move {
+                // Unconstrained, so that its first poll always reaches the
+                // store's queue (or waits in line for room there): were
+                // tokio's cooperative budget to send it back first, the
+                // sends in flight would poll a later send before it, and the
+                // two would get their seqs in the wrong order.
+                self.answers.push(Box::pin(tokio::task::unconstrained(async move {
                     let result = messaging::send(&state, req).await;
                     (client_msg_id, conversation, result)
-                }));
+                })));
                 Outcome::Done
             }
             other => Outcome::Forward(Push::Client(Box::new(other))),
