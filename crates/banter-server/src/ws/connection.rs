@@ -327,14 +327,12 @@ impl Connection {
             Some(reader) => reader.stop().await,
             None => None,
         };
+        let (user, device) = (self.auth.user_id, self.auth.device_id);
         // Its acks still buffered are stored before the device can connect again.
-        let (state, user, device) = (&self.state, self.auth.user_id, self.auth.device_id);
-        let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, state.acks.store_device(state, user, device)).await;
-
+        let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, self.state.acks.store_device(&self.state, user, device)).await;
         self.unreport_gauges();
         let state = &self.state;
-        let user = self.auth.user_id;
-        state.presence.unsubscribe((user, self.auth.device_id), self.subscriptions.drain());
+        state.presence.unsubscribe((user, device), self.subscriptions.drain());
         state.hub.unregister(user, self.conn_id, || deliver::disconnected(state, user));
         Presence::disconnected(state, user);
         if let (Some((code, reason)), Some(mut stream), false) = (self.close, stream, self.gone) {

@@ -368,14 +368,30 @@ pub async fn member_lists_stop_at_the_limit(backend: &impl Backend) {
     assert_eq!(store.members(group.id).await.unwrap().len() as u64, MEMBERS_LISTED_UP_TO + 1);
 }
 
-pub async fn acks_move_cursors_forward_and_report_receipts(backend: &impl Backend) {
-    let store = backend.open().await;
+/// Alice, and the users and devices whose acks the ack tests follow: Bob
+/// with a phone and a laptop, Carol with a phone.
+struct Acking {
+    a: banter_store::User,
+    b: banter_store::User,
+    c: banter_store::User,
+    phone: banter_store::DeviceId,
+    laptop: banter_store::DeviceId,
+    carol: banter_store::DeviceId,
+}
+
+async fn acking(store: &Arc<dyn Store>) -> Acking {
     let a = store.create_user("alice", "h").await.unwrap();
     let b = store.create_user("bob", "h").await.unwrap();
     let c = store.create_user("carol", "h").await.unwrap();
     let phone = store.create_device(b.id, "phone", [1; 32]).await.unwrap();
     let laptop = store.create_device(b.id, "laptop", [2; 32]).await.unwrap();
     let carol = store.create_device(c.id, "phone", [3; 32]).await.unwrap();
+    Acking { a, b, c, phone, laptop, carol }
+}
+
+pub async fn acks_move_cursors_forward_and_report_receipts(backend: &impl Backend) {
+    let store = backend.open().await;
+    let Acking { a, b, c, phone, laptop, carol } = acking(&store).await;
     let g1 = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
     let g2 = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
     let g3 = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
@@ -411,12 +427,7 @@ pub async fn acks_move_cursors_forward_and_report_receipts(backend: &impl Backen
 
 pub async fn acks_of_many_devices_are_stored_together(backend: &impl Backend) {
     let store = backend.open().await;
-    let a = store.create_user("alice", "h").await.unwrap();
-    let b = store.create_user("bob", "h").await.unwrap();
-    let c = store.create_user("carol", "h").await.unwrap();
-    let phone = store.create_device(b.id, "phone", [1; 32]).await.unwrap();
-    let laptop = store.create_device(b.id, "laptop", [2; 32]).await.unwrap();
-    let carol = store.create_device(c.id, "phone", [3; 32]).await.unwrap();
+    let Acking { a, b, c, phone, laptop, carol } = acking(&store).await;
     let g = store.create_group(a.id, None, &[b.id, c.id]).await.unwrap().id;
     let direct = store.create_direct(a.id, b.id).await.unwrap().0.id;
     for i in 0..4 {
