@@ -23,7 +23,7 @@ use crate::cluster::deliver;
 use crate::state::AppState;
 use banter_proto::frame::ReceiptKind;
 use banter_store::{Ack, ConversationId, DeviceAcks, DeviceId, UserId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,15 +39,24 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 type Device = (UserId, DeviceId);
 
-/// Acks not yet stored, by device, coalesced per conversation.
+/// What the buffer's lock guards.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Acks not yet stored, by device, coalesced per conversation.
+    acks: HashMap<Device, HashMap<ConversationId, Ack>>,
+    /// The devices whose acks the flush in progress took.
+    flushing: HashSet<Device>,
+}
+
+/// The node's acks not yet stored.
 #[derive(Debug)]
 pub struct AckBuffer {
-    pending: Mutex<HashMap<Device, HashMap<ConversationId, Ack>>>,
+    pending: Mutex<Pending>,
     /// Wakes the flush task when the buffer stops being empty.
     wake: Notify,
-    /// Flushes that took acks out of the buffer, and flushes finished
-    /// (stored or given back), so an ending connection can wait for one that
-    /// holds its acks.
+    /// Flushes that took acks out of the buffer, and flushes whose writes
+    /// are done (stored or given back), so an ending connection can wait for
+    /// one that holds its acks.
     taken: AtomicU64,
     finished: watch::Sender<u64>,
 }
@@ -68,8 +77,8 @@ impl AckBuffer {
     pub fn add(&self, user: UserId, device: DeviceId, ack: Ack) {
         let was_empty = {
             let mut pending = self.pending.lock().expect("ack buffer lock");
-            let was_empty = pending.is_empty();
-            merge(pending.entry((user, device)).or_default(), ack);
+            let was_empty = pending.acks.is_empty();
+            merge(pending.acks.entry((user, device)).or_default(), ack);
             was_empty
         };
         if was_empty {
@@ -101,80 +110,108 @@ impl AckBuffer {
         acks.flush(&state).await;
     }
 
-    /// Stores everything in the buffer and sends the receipts it earned.
-    /// Returns `false` if a write failed (its acks are back in the buffer).
+    /// Stores everything in the buffer, then sends the receipts it earned.
+    /// Returns `false` if a device's write failed (its acks are back in the buffer).
     async fn flush(&self, state: &AppState) -> bool {
         let taken = {
             let mut pending = self.pending.lock().expect("ack buffer lock");
-            if pending.is_empty() {
+            if pending.acks.is_empty() {
                 return true;
             }
-            // Counted under the lock, so `store_device` sees either its acks
-            // still here or this flush counted.
+            // Counted and named under the lock, so `store_device` sees
+            // either its acks still here or this flush holding them.
             self.taken.fetch_add(1, Ordering::AcqRel);
-            let room = HashMap::with_capacity(pending.len());
-            std::mem::replace(&mut *pending, room)
+            let room = HashMap::with_capacity(pending.acks.len());
+            let taken = std::mem::replace(&mut pending.acks, room);
+            pending.flushing = taken.keys().copied().collect();
+            taken
         };
         let mut devices: Vec<DeviceAcks> = taken
             .into_iter()
             .map(|((user, device), acks)| DeviceAcks { user, device, acks: acks.into_values().collect() })
             .collect();
+        let mut receipts = Vec::new();
         let mut ok = true;
         while !devices.is_empty() {
             let rest = devices.split_off(devices.len().min(ACK_BATCH));
             let batch = std::mem::replace(&mut devices, rest);
-            // Cloned: the batch goes back into the buffer if the write fails.
-            match state.store.ack_many(batch.clone()).await {
-                Ok(rose) => {
-                    for (d, rose) in batch.iter().zip(rose) {
-                        for (conversation, seq) in rose {
-                            deliver::receipt(state, d.user, conversation, ReceiptKind::Delivered, seq).await;
+            // Cloned: a device whose write fails goes back into the buffer.
+            let results = state.store.ack_many(batch.clone()).await;
+            let mut failed = Vec::new();
+            for (d, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(rose) => {
+                        receipts.extend(rose.into_iter().map(|(conversation, seq)| (d.user, conversation, seq)))
+                    }
+                    Err(e) => {
+                        if failed.is_empty() {
+                            tracing::warn!(error = %e, "storing acks failed; retrying");
                         }
+                        failed.push(d);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, devices = batch.len(), "storing acks failed; retrying");
-                    self.give_back(batch);
-                    ok = false;
-                }
+            }
+            if !failed.is_empty() {
+                self.give_back(failed);
+                ok = false;
             }
         }
+        self.pending.lock().expect("ack buffer lock").flushing.clear();
         self.finished.send_modify(|n| *n += 1);
+        for (user, conversation, seq) in receipts {
+            deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
+        }
         ok
     }
 
-    /// Puts acks whose write failed back, merged with any that came since.
+    /// Puts acks whose write failed back, merged with any that came since,
+    /// and wakes the flush task to try them again.
     fn give_back(&self, devices: Vec<DeviceAcks>) {
-        let mut pending = self.pending.lock().expect("ack buffer lock");
-        for d in devices {
-            let entry = pending.entry((d.user, d.device)).or_default();
-            for ack in d.acks {
-                merge(entry, ack);
+        {
+            let mut pending = self.pending.lock().expect("ack buffer lock");
+            for d in devices {
+                let entry = pending.acks.entry((d.user, d.device)).or_default();
+                for ack in d.acks {
+                    merge(entry, ack);
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Stores a device's acks still in the buffer, and waits for a flush in
+    /// progress that holds some of them (storing them itself if that flush
+    /// failed): called when its connection ends.
+    pub async fn store_device(&self, state: &AppState, user: UserId, device: DeviceId) {
+        let (mine, flush) = {
+            let mut pending = self.pending.lock().expect("ack buffer lock");
+            let flush = pending.flushing.contains(&(user, device)).then(|| self.taken.load(Ordering::Acquire));
+            (pending.acks.remove(&(user, device)), flush)
+        };
+        if let Some(acks) = mine {
+            self.store_now(state, user, device, acks).await;
+        }
+        if let Some(flush) = flush {
+            let _ = self.finished.subscribe().wait_for(|&n| n >= flush).await;
+            // Given back if that flush failed to store them.
+            let again = self.pending.lock().expect("ack buffer lock").acks.remove(&(user, device));
+            if let Some(acks) = again {
+                self.store_now(state, user, device, acks).await;
             }
         }
     }
 
-    /// Stores a device's acks still in the buffer, and waits for a flush in
-    /// progress that may hold some of them: called when its connection ends.
-    pub async fn store_device(&self, state: &AppState, user: UserId, device: DeviceId) {
-        let (mine, in_progress) = {
-            let mut pending = self.pending.lock().expect("ack buffer lock");
-            (pending.remove(&(user, device)), self.taken.load(Ordering::Acquire))
-        };
-        if let Some(acks) = mine {
-            let acks: Vec<Ack> = acks.into_values().collect();
-            match state.store.ack(user, device, acks.clone()).await {
-                Ok(rose) => {
-                    for (conversation, seq) in rose {
-                        deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
-                    }
+    /// Stores one device's acks at once; on failure they go back to the flush task.
+    async fn store_now(&self, state: &AppState, user: UserId, device: DeviceId, acks: HashMap<ConversationId, Ack>) {
+        let acks: Vec<Ack> = acks.into_values().collect();
+        match state.store.ack(user, device, acks.clone()).await {
+            Ok(rose) => {
+                for (conversation, seq) in rose {
+                    deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
                 }
-                // Left to the flush task, which retries.
-                Err(_) => self.give_back(vec![DeviceAcks { user, device, acks }]),
             }
+            Err(_) => self.give_back(vec![DeviceAcks { user, device, acks }]),
         }
-        let mut finished = self.finished.subscribe();
-        let _ = finished.wait_for(|&n| n >= in_progress).await;
     }
 }
 

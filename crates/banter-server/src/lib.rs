@@ -133,7 +133,7 @@ pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
     let served = server.await;
-    // The listener is closed, and the sweep above has closed every connection with 1001.
+    // The listener is closed; the sweep above closes every connection with 1001.
     state.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
         tracing::warn!("some connections did not finish within the shutdown grace");

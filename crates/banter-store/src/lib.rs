@@ -97,19 +97,14 @@ pub trait Store: Send + Sync + 'static {
     /// conversations the user is not in are skipped.
     async fn ack(&self, user: UserId, device: DeviceId, acks: Vec<Ack>) -> Result<Vec<(ConversationId, u64)>>;
     /// Records the acks of many devices, each as [`Store::ack`] does, in as
-    /// few writes as the store can. Returns, for each device in order, the
-    /// conversations where its user's delivered seq rose. The devices may be
-    /// stored in any order: when two devices of one user raise the same
-    /// conversation in one call, either may be the one reported. On an error some devices'
-    /// acks may be stored and others not; storing them again is harmless,
-    /// since cursors only move forward.
-    async fn ack_many(&self, devices: Vec<DeviceAcks>) -> Result<Vec<Vec<(ConversationId, u64)>>> {
-        let mut rose = Vec::with_capacity(devices.len());
-        let acks = devices.into_iter().map(|d| self.ack(d.user, d.device, d.acks));
-        for result in futures_util::future::join_all(acks).await {
-            rose.push(result?);
-        }
-        Ok(rose)
+    /// few writes as the store can. Returns, for each device in order, what
+    /// `ack` would: the conversations where its user's delivered seq rose,
+    /// or the error that kept that device's acks from being stored (one
+    /// device failing does not undo the others). The devices may be stored
+    /// in any order: when two devices of one user raise the same
+    /// conversation in one call, either may be the one reported.
+    async fn ack_many(&self, devices: Vec<DeviceAcks>) -> Vec<Result<Vec<(ConversationId, u64)>>> {
+        futures_util::future::join_all(devices.into_iter().map(|d| self.ack(d.user, d.device, d.acks))).await
     }
     /// Records that the user read up to `seq`; returns the new read seq if it rose.
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>>;

@@ -1,8 +1,10 @@
 //! Ack batching: the acks of every device of this node share transactions.
 //!
-//! Each connection stores its acks every few milliseconds; one transaction
-//! (and one WAL flush) per connection and flush would make acks, not
-//! messages, the load on PostgreSQL. Instead `ack` calls go into one bounded
+//! The server stores the acks of many devices every few milliseconds (a
+//! node's ack buffer calls `ack_many`, which calls `ack` per device, and a
+//! closing connection calls `ack` for its own); one transaction (and one WAL
+//! flush) per device would make acks, not messages, the load on PostgreSQL.
+//! Instead `ack` calls go into one bounded
 //! queue, and one task stores whatever is waiting (up to [`MAX_ACK_BATCH`]
 //! devices) in one transaction on a connection of its own, then answers each
 //! caller. While one batch commits, the next gathers.

@@ -533,11 +533,21 @@ impl Store for SqliteStore {
         self.writer.write_bulk(move |c| ack_device(c, user, device, acks)).await
     }
 
-    async fn ack_many(&self, devices: Vec<DeviceAcks>) -> Result<Vec<Vec<(ConversationId, u64)>>> {
+    async fn ack_many(&self, devices: Vec<DeviceAcks>) -> Vec<Result<Vec<(ConversationId, u64)>>> {
+        let n = devices.len();
         // One job: one boxed closure and one answer for every device in it.
-        self.writer
-            .write_bulk(move |c| devices.into_iter().map(|d| ack_device(c, d.user, d.device, d.acks)).collect())
-            .await
+        // Each device in a savepoint of its own, so that one failing keeps
+        // neither the others' writes nor a half of its own.
+        let stored = self.writer.write_bulk(move |c| {
+            let each =
+                devices.into_iter().map(|d| writer::in_savepoint(c, |c| ack_device(c, d.user, d.device, d.acks)));
+            Ok(each.collect::<Vec<_>>())
+        });
+        match stored.await {
+            Ok(each) => each,
+            // The commit failed: nothing of the job was stored.
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>> {

@@ -144,7 +144,7 @@ impl Writer {
 }
 
 /// Runs `f` so that its writes vanish if it fails, without touching the rest of the batch.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     run_cached(conn, "SAVEPOINT job")?;
     let outcome = f(conn);
     if outcome.is_err() {

@@ -441,11 +441,11 @@ pub async fn acks_of_many_devices_are_stored_together(backend: &impl Backend) {
         DeviceAcks { user: b.id, device: laptop, acks: vec![] },
     ];
     // One answer per device, in the order given, each as `ack` would give it.
-    let rose = store.ack_many(devices).await.unwrap();
+    let rose: Vec<_> = store.ack_many(devices).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(rose, vec![vec![(g, 3), (direct, 4)], vec![(g, 1)], vec![]]);
     // Bob's delivered seq rose through his phone: his laptop moves only its cursor.
     let laptop_acks = vec![DeviceAcks { user: b.id, device: laptop, acks: vec![ack(g, 2)] }];
-    assert_eq!(store.ack_many(laptop_acks).await.unwrap(), vec![vec![]]);
+    assert_eq!(store.ack_many(laptop_acks).await.pop().unwrap().unwrap(), vec![]);
     let acked = |conv, user, device| {
         let store = Arc::clone(&store);
         async move { store.cursor(conv, user, device).await.unwrap().map(|k| k.acked_seq) }
@@ -456,7 +456,7 @@ pub async fn acks_of_many_devices_are_stored_together(backend: &impl Backend) {
     assert_eq!(acked(g, c.id, carol).await, Some(1));
     assert_eq!(acked(direct, c.id, carol).await, None);
     // Nothing at all is a valid call.
-    assert_eq!(store.ack_many(vec![]).await.unwrap(), Vec::<Vec<(ConversationId, u64)>>::new());
+    assert!(store.ack_many(vec![]).await.is_empty());
 }
 
 pub async fn reads_rise_and_are_capped(backend: &impl Backend) {

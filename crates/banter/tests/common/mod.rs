@@ -118,7 +118,6 @@ impl Server {
         ws
     }
 
-    /// Creates (or finds) the direct conversation of `a` and `b`.
     /// Waits until the server counts `n` open WebSocket connections
     /// (`websocket_connections` in `/metrics`), which it does once a closed
     /// connection's task has finished.
@@ -135,6 +134,7 @@ impl Server {
         }
     }
 
+    /// Creates (or finds) the direct conversation of `a` and `b`.
     pub async fn direct(&self, a: &User, b: &User) -> String {
         let (status, body) =
             self.http().post("/v1/conversations", Some(&a.token), json!({"kind": "direct", "members": [b.id]})).await;
