@@ -130,7 +130,7 @@ impl AckBuffer {
             .into_iter()
             .map(|((user, device), acks)| DeviceAcks { user, device, acks: acks.into_values().collect() })
             .collect();
-        let mut receipts = Vec::new();
+        let mut rose_by = Vec::new();
         let mut ok = true;
         while !devices.is_empty() {
             let rest = devices.split_off(devices.len().min(ACK_BATCH));
@@ -140,9 +140,7 @@ impl AckBuffer {
             let mut failed = Vec::new();
             for (d, result) in batch.into_iter().zip(results) {
                 match result {
-                    Ok(rose) => {
-                        receipts.extend(rose.into_iter().map(|(conversation, seq)| (d.user, conversation, seq)))
-                    }
+                    Ok(rose) => rose_by.push((d.user, rose)),
                     Err(e) => {
                         if failed.is_empty() {
                             tracing::warn!(error = %e, "storing acks failed; retrying");
@@ -158,8 +156,8 @@ impl AckBuffer {
         }
         self.pending.lock().expect("ack buffer lock").flushing.clear();
         self.finished.send_modify(|n| *n += 1);
-        for (user, conversation, seq) in receipts {
-            deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
+        for (user, rose) in rose_by {
+            delivered(state, user, rose).await;
         }
         ok
     }
@@ -205,13 +203,16 @@ impl AckBuffer {
     async fn store_now(&self, state: &AppState, user: UserId, device: DeviceId, acks: HashMap<ConversationId, Ack>) {
         let acks: Vec<Ack> = acks.into_values().collect();
         match state.store.ack(user, device, acks.clone()).await {
-            Ok(rose) => {
-                for (conversation, seq) in rose {
-                    deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
-                }
-            }
+            Ok(rose) => delivered(state, user, rose).await,
             Err(_) => self.give_back(vec![DeviceAcks { user, device, acks }]),
         }
+    }
+}
+
+/// The `delivered` receipts of `user` for the conversations where its delivered seq rose.
+async fn delivered(state: &AppState, user: UserId, rose: Vec<(ConversationId, u64)>) {
+    for (conversation, seq) in rose {
+        deliver::receipt(state, user, conversation, ReceiptKind::Delivered, seq).await;
     }
 }
 

@@ -9,8 +9,8 @@
 //! devices) in one transaction on a connection of its own, then answers each
 //! caller. While one batch commits, the next gathers.
 
-use super::cursors::{self, DeviceAcks};
-use crate::{ConversationId, Result, StoreError};
+use super::cursors;
+use crate::{ConversationId, DeviceAcks, Result, StoreError};
 use deadpool_postgres::Pool;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};

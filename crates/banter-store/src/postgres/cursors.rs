@@ -5,7 +5,7 @@
 
 use super::rows::{self, bigint, CURSOR_COLUMNS};
 use super::{query, query_opt};
-use crate::{Ack, ConversationId, Cursor, DeviceId, Result, StoreError, UserId};
+use crate::{ConversationId, Cursor, DeviceAcks, DeviceId, Result, StoreError, UserId};
 use deadpool_postgres::{Client, GenericClient};
 
 /// The cursor of a device in each conversation of its user.
@@ -48,14 +48,6 @@ const ACK_CURSOR: &str = "INSERT INTO cursors (conversation_id, device_id, acked
 const ACK_DELIVERED: &str = "UPDATE members m SET delivered_seq = LEAST($3::bigint, c.last_seq) \
      FROM conversations c WHERE c.conversation_id = $1 AND m.conversation_id = $1 AND m.user_id = $2 \
      AND m.delivered_seq < LEAST($3::bigint, c.last_seq) RETURNING m.delivered_seq";
-
-/// The acks of one device, as one caller of `Store::ack` gave them.
-#[derive(Debug)]
-pub(super) struct DeviceAcks {
-    pub(super) user: UserId,
-    pub(super) device: DeviceId,
-    pub(super) acks: Vec<Ack>,
-}
 
 /// Records the acks of many devices in one transaction; returns, for each
 /// device in the order given, the conversations (asking for receipts) where

@@ -446,7 +446,7 @@ impl Store for PgStore {
         if acks.is_empty() {
             return Ok(Vec::new());
         }
-        self.deadline(self.acks.ack(cursors::DeviceAcks { user, device, acks })).await
+        self.deadline(self.acks.ack(DeviceAcks { user, device, acks })).await
     }
 
     async fn read(&self, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<u64>> {
