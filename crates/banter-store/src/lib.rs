@@ -78,6 +78,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a message, assigning its `seq`; an earlier message with the same
     /// (sender, conversation, client_msg_id) is returned instead of storing anew.
     /// Returns only after the message is durable.
+    ///
+    /// Appends of one caller get their seqs in the order their futures were
+    /// first polled: an implementation takes its place in line in the first
+    /// poll, without awaiting anything before it, and a line that is full
+    /// gives room in the order it was asked for.
     async fn append(&self, message: NewMessage) -> Result<Appended>;
     /// Messages of a conversation in a seq range, ascending.
     async fn messages(

@@ -216,7 +216,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     }
     eprintln!("{} connections open; sending for {} s", args.pairs * 2, args.duration);
     let cpu_before = server_pid.and_then(server::cpu_seconds);
-    let start = Instant::now();
+    let start = Instant::now() + super::LEAD;
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));

@@ -43,7 +43,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     .await?;
     senders.ready().await?;
     let epoch = Instant::now();
-    let start = Instant::now() + Duration::from_millis(100);
+    let start = Instant::now() + super::LEAD;
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));

@@ -88,7 +88,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         receivers.push(connect(&url, &format!("{p}:r")).await?);
         senders.push(connect(&url, &format!("{p}:s")).await?);
     }
-    let start = Instant::now();
+    let start = Instant::now() + super::LEAD;
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));
