@@ -27,7 +27,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 /// How often an idle receiver checks whether its sender has finished. Kept
 /// long enough that thousands of idle receivers cost the simulator little.
-pub(super) const IDLE_CHECK: Duration = Duration::from_millis(500);
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Messages a receiver takes before it acknowledges, when more keep coming.
 const ACK_EVERY: u64 = 64;
 
@@ -253,6 +253,25 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     Ok(tally.report(args, args.pairs, args.pairs * 2, server_pid, cpu_before))
 }
 
+/// The next item of `frames`, or `None` if none came for [`IDLE_CHECK`].
+/// `idle` is the caller's one timer, pushed later each time: an atomic
+/// store, where a fresh timeout per wait would be a timer made and dropped.
+pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
+    frames: &mut S,
+    mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Option<Option<S::Item>> {
+    idle.as_mut().reset(Instant::now() + IDLE_CHECK);
+    tokio::select! {
+        f = frames.next() => Some(f),
+        _ = idle => None,
+    }
+}
+
+/// A timer for [`next_or_idle`].
+pub(super) fn idle_timer() -> tokio::time::Sleep {
+    tokio::time::sleep(IDLE_CHECK)
+}
+
 pub(super) fn micros(epoch: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_micros() as u64
 }
@@ -389,7 +408,7 @@ pub(super) async fn receive(
         ReceiverStats { samples: Samples::new(start), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
     let mut last_seq = 0u64;
     let mut acked = 0u64;
-    let idle = tokio::time::sleep(IDLE_CHECK);
+    let idle = idle_timer();
     tokio::pin!(idle);
     loop {
         if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
@@ -408,15 +427,11 @@ pub(super) async fn receive(
                         acked = last_seq;
                     }
                 }
-                // Idle: wake now and then only to see whether the sender is
-                // done. Pushing the one timer later is an atomic store.
-                idle.as_mut().reset(Instant::now() + IDLE_CHECK);
-                tokio::select! {
-                    f = ws.next() => f,
-                    _ = &mut idle => {
-                        if Instant::now() > drain_until { break; }
-                        continue;
-                    }
+                // Idle: wake now and then only to see whether the sender is done.
+                match next_or_idle(&mut ws, idle.as_mut()).await {
+                    Some(f) => f,
+                    None if Instant::now() > drain_until => break,
+                    None => continue,
                 }
             }
         };

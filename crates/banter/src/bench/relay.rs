@@ -16,7 +16,7 @@
 //! The relay runs inside the bench process, on 127.0.0.1 with a free port.
 //! Server and simulator share the machine, as they do in the real run.
 
-use super::direct::{connect, micros, send, Pair, IDLE_CHECK};
+use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pair};
 use super::progress::Progress;
 use super::report::{distribution, histogram, Percentiles, Samples, Second, Timeline};
 use super::BenchArgs;
@@ -285,7 +285,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut stats = Received { samples: Samples::new(start), received: 0, in_window: 0 };
-    let idle = tokio::time::sleep(IDLE_CHECK);
+    let idle = idle_timer();
     tokio::pin!(idle);
     loop {
         if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
@@ -293,16 +293,11 @@ where
         }
         let frame = match ws.next().now_or_never() {
             Some(f) => f,
-            None => {
-                idle.as_mut().reset(Instant::now() + IDLE_CHECK);
-                tokio::select! {
-                    f = ws.next() => f,
-                    _ = &mut idle => {
-                        if Instant::now() > drain_until { break; }
-                        continue;
-                    }
-                }
-            }
+            None => match next_or_idle(&mut ws, idle.as_mut()).await {
+                Some(f) => f,
+                None if Instant::now() > drain_until => break,
+                None => continue,
+            },
         };
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
