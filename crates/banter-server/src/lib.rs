@@ -131,7 +131,10 @@ pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    // Made into a service once: served as a plain `Router`, axum would copy
+    // the whole route table for every TCP connection, every WebSocket included.
+    let server = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
     let served = server.await;
     // The listener is closed; the sweep above closes every connection with 1001.
     state.tasks.close();
