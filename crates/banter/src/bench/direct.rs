@@ -254,8 +254,9 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
 }
 
 /// The next item of `frames`, or `None` if none came for [`IDLE_CHECK`].
-/// `idle` is the caller's one timer, pushed later each time: an atomic
-/// store, where a fresh timeout per wait would be a timer made and dropped.
+/// `idle` is the caller's one timer, pushed later each time (one
+/// compare-and-swap while it is armed), where a fresh timeout per wait
+/// would register a timer and take it out again.
 pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
     frames: &mut S,
     mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
