@@ -140,14 +140,10 @@ async fn backlog_follows_cursors_across_reconnects_and_devices() {
     let conv = s.direct(&a, &b).await;
     let b2 = s.login("bob").await;
     let mut wa = s.connect(&a).await;
-    for i in 1..=5 {
-        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
-    }
+    wa.send_numbered(&conv, 1..=5).await;
     // Device 1 receives all five in order, acks three.
     let mut wb = s.connect(&b).await;
-    for i in 1..=5u64 {
-        assert_eq!(wb.expect("message").await["seq"], i);
-    }
+    wb.expect_seqs(1..=5).await;
     wb.ack(&conv, 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     wb.close().await;
@@ -158,9 +154,7 @@ async fn backlog_follows_cursors_across_reconnects_and_devices() {
     wb.ack(&conv, 5).await;
     // Device 2 has its own cursor: it gets all five.
     let mut wb2 = s.connect(&b2).await;
-    for i in 1..=5u64 {
-        assert_eq!(wb2.expect("message").await["seq"], i);
-    }
+    wb2.expect_seqs(1..=5).await;
     // A device created now starts at the current last_seq.
     let b3 = s.login("bob").await;
     let mut wb3 = s.connect(&b3).await;
@@ -176,13 +170,9 @@ async fn an_ack_sent_just_before_closing_is_stored() {
     let (a, b) = (s.user("alice").await, s.user("bob").await);
     let conv = s.direct(&a, &b).await;
     let mut wa = s.connect(&a).await;
-    for i in 1..=3 {
-        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
-    }
+    wa.send_numbered(&conv, 1..=3).await;
     let mut wb = s.connect(&b).await;
-    for i in 1..=3u64 {
-        assert_eq!(wb.expect("message").await["seq"], i);
-    }
+    wb.expect_seqs(1..=3).await;
     // Acks are stored in batches, at most every 25 ms: the first starts an
     // interval, the second waits in it, and its connection closes at once.
     // Waiting or not, it is stored before the connection is done.
@@ -252,13 +242,9 @@ async fn slow_device_gets_at_most_the_window_in_flight() {
     assert_eq!(got, (1..=welcome_window).collect::<Vec<u64>>());
     // Each ack opens the window again.
     wb.ack(&conv, 64).await;
-    for i in 65..=128u64 {
-        assert_eq!(wb.expect("message").await["seq"], i);
-    }
+    wb.expect_seqs(65..=128).await;
     wb.ack(&conv, 128).await;
-    for i in 129..=150u64 {
-        assert_eq!(wb.expect("message").await["seq"], i);
-    }
+    wb.expect_seqs(129..=150).await;
 }
 
 #[tokio::test]
@@ -267,9 +253,7 @@ async fn history_pages_before_and_after() {
     let (a, b) = (s.user("alice").await, s.user("bob").await);
     let conv = s.direct(&a, &b).await;
     let mut wa = s.connect(&a).await;
-    for i in 1..=60 {
-        wa.send_text_message(&conv, &format!("c{i}"), &format!("m{i}")).await;
-    }
+    wa.send_numbered(&conv, 1..=60).await;
     let http = s.http();
     let seqs =
         |v: &Value| v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>();

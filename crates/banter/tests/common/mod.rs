@@ -353,6 +353,20 @@ impl Ws {
         sent
     }
 
+    /// Sends messages `c{i}`/`m{i}` for each `i` of `ids`, each waiting for its `sent`.
+    pub async fn send_numbered(&mut self, conversation: &str, ids: std::ops::RangeInclusive<u64>) {
+        for i in ids {
+            self.send_text_message(conversation, &format!("c{i}"), &format!("m{i}")).await;
+        }
+    }
+
+    /// Expects the next messages to carry exactly these seqs, in order.
+    pub async fn expect_seqs(&mut self, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            assert_eq!(self.expect("message").await["seq"], seq);
+        }
+    }
+
     pub async fn ack(&mut self, conversation: &str, seq: u64) {
         self.send(json!({"type": "ack", "conversation_id": conversation, "seq": seq})).await;
     }
