@@ -95,7 +95,8 @@ impl TokenCache {
         maps.by_hash.get(hash).filter(|(_, at)| at.elapsed() < TOKEN_TTL).map(|(auth, _)| *auth)
     }
 
-    fn insert(&self, hash: [u8; 32], auth: Auth) {
+    /// Remembers a resolved token (or one just issued).
+    pub(crate) fn insert(&self, hash: [u8; 32], auth: Auth) {
         let mut maps = self.inner.lock().expect("token cache lock");
         if maps.by_hash.len() >= MAX_CACHED_TOKENS {
             maps.by_hash.clear();

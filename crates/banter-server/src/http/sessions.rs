@@ -30,7 +30,10 @@ pub async fn create(
         return Err(bad());
     }
     let token = new_token();
-    let device = state.store.create_device(user.id, &name, token_hash(&token)).await?;
+    let hash = token_hash(&token);
+    let device = state.store.create_device(user.id, &name, hash).await?;
+    // A device connects right after it logs in: its hello then needs no store read.
+    state.tokens.insert(hash, Auth { user_id: user.id, device_id: device });
     Ok((
         StatusCode::CREATED,
         AppJson(SessionView { token, user_id: user.id.to_string(), device_id: device.to_string() }),
