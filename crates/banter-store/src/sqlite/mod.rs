@@ -84,7 +84,7 @@ impl SqliteStore {
         let (writer, _thread) = Writer::start(conn);
         let alive = Arc::new(());
         start_checkpointer(path.clone(), Arc::downgrade(&alive));
-        Ok(SqliteStore { writer, readers: ReadPool::new(path), _alive: alive })
+        Ok(SqliteStore { writer, readers: Arc::new(ReadPool::new(path)?), _alive: alive })
     }
 }
 

@@ -1,71 +1,99 @@
-//! Read-only connections, used on tokio's blocking threads so that SQLite
-//! never blocks the async runtime. WAL lets them read while the writer commits.
+//! Read-only connections, each owned by a reader thread of its own, so that
+//! SQLite never blocks the async runtime. WAL lets them read while the
+//! writer commits.
 //!
-//! At most [`READERS`] reads run at once; more wait for a connection. Each
-//! connection is opened once and kept, with its prepared statements, so a
-//! burst of reads (thousands of devices connecting) neither opens a
-//! connection per read nor parses its SQL again.
+//! Reads are jobs on one queue that [`READERS`] threads take from. A thread
+//! that finds more work waiting takes it without sleeping, so a burst of
+//! reads (thousands of devices connecting, each reading its cursors) costs a
+//! thread wakeup per idle thread, not one per read, as a blocking task per
+//! read would. Each connection is opened once and kept, with its prepared
+//! statements, so a read neither opens a connection nor parses its SQL again.
+//!
+//! The queue is bounded: at most [`READ_QUEUE`] reads are queued or running,
+//! and more wait for room, in the order they asked.
 
-use crate::Result;
+use crate::{Result, StoreError};
 use rusqlite::{Connection, OpenFlags};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{oneshot, Semaphore};
 
 /// Read connections, and so reads running at once.
 pub(crate) const READERS: usize = 8;
+/// Reads queued or running at once; more wait for room.
+pub(crate) const READ_QUEUE: usize = 4_096;
+
+/// One read: runs on a reader thread with its connection (or the error that
+/// kept it from opening one).
+type Job = Box<dyn FnOnce(Result<&Connection>) + Send>;
 
 #[derive(Debug)]
 pub(crate) struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Arc<Semaphore>,
+    jobs: crossbeam_channel::Sender<Job>,
+    /// One permit per read queued or running, so `jobs` is never full when sent to.
+    room: Arc<Semaphore>,
 }
 
 impl ReadPool {
-    pub(crate) fn new(path: PathBuf) -> Arc<ReadPool> {
-        Arc::new(ReadPool {
-            path,
-            idle: Mutex::new(Vec::with_capacity(READERS)),
-            permits: Arc::new(Semaphore::new(READERS)),
-        })
+    /// Starts the reader threads; they end when the pool is dropped.
+    pub(crate) fn new(path: PathBuf) -> Result<ReadPool> {
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(READ_QUEUE);
+        let path: Arc<Path> = path.into();
+        for i in 0..READERS {
+            let queue = queue.clone();
+            let path = Arc::clone(&path);
+            std::thread::Builder::new()
+                .name(format!("banter-sqlite-read-{i}"))
+                .spawn(move || serve(&path, &queue))
+                .map_err(|e| StoreError::Unavailable(format!("no reader thread: {e}")))?;
+        }
+        Ok(ReadPool { jobs, room: Arc::new(Semaphore::new(READ_QUEUE)) })
     }
 
-    fn open(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        super::keep_plans(&conn)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
-    }
-
-    /// Runs `f` on a read connection on a blocking thread.
-    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    /// Runs `f` on a read connection, on a reader thread.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let permit =
-            Arc::clone(&self.permits).acquire_owned().await.map_err(|e| crate::StoreError::Internal(e.to_string()))?;
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            // The permit lives as long as the read, even if its caller gives
-            // up; holding it, there is an idle connection unless fewer than
-            // READERS have been opened yet.
+            Arc::clone(&self.room).acquire_owned().await.map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // Room is given back once the read has run, even if its caller gave up.
             let _permit = permit;
-            let taken = pool.idle.lock().expect("pool lock").pop();
-            let conn = match taken {
-                Some(c) => c,
-                None => pool.open()?,
-            };
-            let out = f(&conn);
-            pool.idle.lock().expect("pool lock").push(conn);
-            out
-        })
-        .await
-        .map_err(|e| crate::StoreError::Internal(e.to_string()))?
+            let _ = tx.send(conn.and_then(f));
+        });
+        self.jobs.try_send(job).map_err(|_| StoreError::Unavailable("the readers have stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Internal("a reader thread ended mid-read".into()))?
     }
+}
+
+/// A reader thread: runs jobs until the pool is dropped. The connection is
+/// opened at the first job, and again after a failure to open it.
+fn serve(path: &Path, queue: &crossbeam_channel::Receiver<Job>) {
+    let mut conn: Option<Connection> = None;
+    while let Ok(job) = queue.recv() {
+        if conn.is_none() {
+            match open(path) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    job(Err(e));
+                    continue;
+                }
+            }
+        }
+        job(Ok(conn.as_ref().expect("opened above")));
+    }
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    super::keep_plans(&conn)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
