@@ -33,9 +33,10 @@ impl Meters {
         }
     }
 
-    /// Records stored → pushed latency of a message stored at `ts`.
-    pub fn record_latency(&self, ts: i64) {
-        self.latency.record((crate::clock::now_ms() - ts).max(0) as f64);
+    /// Records stored → pushed latency of a message stored at `ts`, pushed at
+    /// `now_ms` (read once for the frames written together).
+    pub fn record_latency(&self, ts: i64, now_ms: i64) {
+        self.latency.record((now_ms - ts).max(0) as f64);
     }
 }
 

@@ -213,6 +213,14 @@ pub(super) async fn write_all(sink: &Mutex<Sink>, out: &mut Vec<Message>) -> Res
     }
 }
 
+/// The time, read once for a batch of pushes.
+#[derive(Clone, Copy)]
+struct Now {
+    at: Instant,
+    /// Wall-clock milliseconds, to compare with a message's `ts`.
+    ms: i64,
+}
+
 /// State of an authenticated connection.
 struct Connection {
     state: Arc<AppState>,
@@ -383,10 +391,13 @@ impl Connection {
                     self.close = Some((code, close_reason(code)));
                 }
                 Some(push) = rx.recv() => {
-                    self.on_push(push).await;
+                    // One reading of the clocks for the whole batch: pushes
+                    // taken together are written together.
+                    let now = Now { at: Instant::now(), ms: crate::clock::now_ms() };
+                    self.on_push(push, now).await;
                     for _ in 0..PUSH_BATCH {
                         match rx.try_recv() {
-                            Ok(p) => self.on_push(p).await,
+                            Ok(p) => self.on_push(p, now).await,
                             Err(_) => break,
                         }
                     }
@@ -431,13 +442,13 @@ impl Connection {
         }
     }
 
-    async fn on_push(&mut self, push: Push) {
+    async fn on_push(&mut self, push: Push, now: Now) {
         match push {
             Push::Message(m) => {
                 let own = m.origin == Some(self.auth.device_id);
-                match self.delivery.on_live(m.conversation_id, m.seq, own, Instant::now()) {
+                match self.delivery.on_live(m.conversation_id, m.seq, own, now.at) {
                     Live::Send => {
-                        self.state.meters.record_latency(m.ts);
+                        self.state.meters.record_latency(m.ts, now.ms);
                         self.out.push(Message::Text(m.frame.clone()));
                     }
                     Live::Skip => {}
@@ -486,10 +497,10 @@ impl Connection {
         for _ in 0..PAGES_PER_TURN {
             let Some((conversation, after, limit)) = self.delivery.next_fetch() else { return Ok(()) };
             let page = store.messages(conversation, SeqRange::After(after), limit).await?;
-            let now = Instant::now();
+            let (now, now_ms) = (Instant::now(), crate::clock::now_ms());
             for m in &page {
                 if self.delivery.record_fetched(conversation, m.seq, m.sender_device == self.auth.device_id, now) {
-                    self.state.meters.record_latency(m.ts);
+                    self.state.meters.record_latency(m.ts, now_ms);
                     self.out.push(Message::Text(views::message_frame(m).into()));
                 }
             }
