@@ -86,6 +86,8 @@ pub enum Push {
     Resync,
     /// A frame from the client, parsed by the connection's reader (`ws/reader.rs`).
     Client(Box<banter_proto::ClientFrame>),
+    /// The reader holds acks ([`Control::held`]) and the connection wants them now.
+    Acks,
     /// The reader saw the client close, a frame over the limit, or too many
     /// bad frames: close with this code.
     Close(u16),
@@ -107,6 +109,8 @@ pub struct Control {
     closed: AtomicWaker,
     /// When the client last sent a frame, in ms on [`crate::clock::mono_ms`].
     pub last_frame: AtomicU64,
+    /// Acks the reader holds for the connection task (`ws/held.rs`).
+    pub held: crate::ws::held::HeldAcks,
 }
 
 impl Control {

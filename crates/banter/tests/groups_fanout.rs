@@ -89,3 +89,34 @@ async fn no_receipts_or_typing_above_the_threshold() {
     wa.expect_no("receipt", Duration::from_millis(400)).await;
     wa.expect_no("typing", Duration::from_millis(100)).await;
 }
+
+/// Above the threshold a device's acks may wait for its connection's next
+/// turn (no sender waits for a receipt); they must still count before the
+/// ack timeout decides anything, and when the connection ends.
+#[tokio::test]
+async fn large_group_acks_count_when_nothing_else_happens() {
+    let s = Server::start(&["--fanout-sync-threshold", "2", "--ack-timeout-ms", "300"]).await;
+    let (a, b, c) = (s.user("alice").await, s.user("bob").await, s.user("carol").await);
+    let conv = s.group(&a, &[&b, &c]).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    wa.send_text_message(&conv, "m1", "one").await;
+    assert_eq!(wb.expect("message").await["seq"], 1);
+    wb.ack(&conv, 1).await;
+    // Well past the ack timeout, with nothing else to wake the connection:
+    // not pushed again, nor even counted as timed out.
+    wb.expect_no("message", Duration::from_millis(1_000)).await;
+    let metrics = reqwest::get(format!("{}/metrics", s.base())).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "delivery_retries_total 0"), "{metrics}");
+    wa.send_text_message(&conv, "m2", "two").await;
+    assert_eq!(wb.expect("message").await["seq"], 2);
+    wb.ack(&conv, 2).await;
+    wb.close().await;
+    // The ack was stored when the connection ended (once it has ended, which
+    // the count of connections tells): the next one starts after it.
+    s.wait_for_connections(1).await;
+    let mut again = s.connect(&b).await;
+    again.expect_no("message", Duration::from_millis(500)).await;
+    wa.send_text_message(&conv, "m3", "three").await;
+    assert_eq!(again.expect("message").await["seq"], 3);
+}

@@ -232,6 +232,10 @@ struct Connection {
     delivery: Delivery,
     /// Frames queued for the next write.
     out: Vec<Message>,
+    /// Acks taken from the reader ([`Control::held`]), being applied.
+    held: Vec<(ConversationId, u64)>,
+    /// The [`Delivery::lazy_version`] last told to the reader.
+    lazy_published: u64,
     /// Reads the socket, on the answer runtime; taken when the connection ends.
     reader: Option<Reader>,
     /// Conversations seen in pushes but not yet tracked.
@@ -285,7 +289,13 @@ fn session(
         conn_id,
         control,
         sink: Arc::new(Mutex::new(sink)),
-        delivery: Delivery::new(state.config.delivery_window as usize, state.config.ack_timeout),
+        delivery: Delivery::new(
+            state.config.delivery_window as usize,
+            state.config.ack_timeout,
+            state.config.fanout_sync_threshold,
+        ),
+        held: Vec::new(),
+        lazy_published: 0,
         out: Vec::new(),
         reader: None,
         unknown: HashSet::new(),
@@ -336,6 +346,8 @@ impl Connection {
             None => None,
         };
         let (user, device) = (self.auth.user_id, self.auth.device_id);
+        // The reader has stopped: what it held is all there is.
+        self.apply_held_acks().await;
         // Its acks still buffered are stored before the device can connect again.
         let _ = tokio::time::timeout(SEND_DRAIN_TIMEOUT, self.state.acks.store_device(&self.state, user, device)).await;
         self.unreport_gauges();
@@ -356,6 +368,8 @@ impl Connection {
         let mut timer_at = self.idle_deadline;
         let control = Arc::clone(&self.control);
         while self.close.is_none() && !self.gone {
+            // First the acks the reader held, so the window's room is known.
+            self.apply_held_acks().await;
             if self.store_retry_at.is_none_or(|at| at <= Instant::now()) {
                 self.store_retry_at = None;
                 if let Err(e) = self.stream_from_store().await {
@@ -382,6 +396,7 @@ impl Connection {
                 timer.as_mut().reset(want);
                 timer_at = want;
             }
+            let held_waiting = self.publish_ack_wishes();
             tokio::select! {
                 biased;
                 // Shutdown comes this way too (`crate::run` closes every
@@ -402,8 +417,12 @@ impl Connection {
                         }
                     }
                 }
-                _ = &mut timer => self.on_timer(),
-                _ = std::future::ready(()), if self.more_to_stream => {}
+                _ = &mut timer => {
+                    // Nothing timed out that a held ack covers.
+                    self.apply_held_acks().await;
+                    self.on_timer();
+                }
+                _ = std::future::ready(()), if self.more_to_stream || held_waiting => {}
             }
             self.report_gauges();
         }
@@ -460,6 +479,8 @@ impl Connection {
             Push::Event(frame) => self.out.push(Message::Text((*frame).clone())),
             Push::Left(conversation) => self.delivery.forget(conversation),
             Push::Resync => self.control.lagged.store(true, Ordering::Release),
+            // Applied at the top of the next turn.
+            Push::Acks => {}
             Push::Client(f) => {
                 if let Err((e, reference)) = Box::pin(self.on_frame(*f)).await {
                     self.out.push(error_frame(e.code, e.message, Some(reference)));
@@ -508,6 +529,29 @@ impl Connection {
         }
         self.more_to_stream = true;
         Ok(())
+    }
+
+    /// Applies the acks the reader held; one that fails is answered with an error, as a frame would be.
+    async fn apply_held_acks(&mut self) {
+        self.control.held.take(&mut self.held);
+        for i in 0..self.held.len() {
+            let (conversation, seq) = self.held[i];
+            if let Err(e) = self.on_ack(conversation, seq).await {
+                self.out.push(error_frame(e.code, e.message, Some("ack".into())));
+            }
+        }
+        self.held.clear();
+    }
+
+    /// Tells the reader which acks may wait and whether any is wanted now
+    /// (`ws/held.rs`). Returns `true` if acks are held that no wakeup will
+    /// come for, which must be applied without waiting.
+    fn publish_ack_wishes(&mut self) -> bool {
+        if self.delivery.lazy_version() != self.lazy_published {
+            self.lazy_published = self.delivery.lazy_version();
+            self.control.held.set_lazy(self.delivery.lazy());
+        }
+        self.control.held.set_wanted(self.delivery.wants_acks())
     }
 
     fn on_timer(&mut self) {

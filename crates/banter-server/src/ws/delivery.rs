@@ -30,6 +30,9 @@ struct Conv {
     pushed: u64,
     known_last: u64,
     member_count: u64,
+    /// Whether it keeps receipts (at most `receipts_up_to` members): its
+    /// senders wait for `delivered`, so its acks are wanted at once.
+    receipts: bool,
     /// When the conversation was last rewound; older in-flight entries are stale.
     rewound_at: Option<Instant>,
     /// Whether it is in `behind`.
@@ -59,22 +62,51 @@ pub enum Live {
 pub struct Delivery {
     window: usize,
     ack_timeout: Duration,
+    /// Conversations of at most this many members keep receipts.
+    receipts_up_to: u64,
     convs: HashMap<ConversationId, Conv>,
     inflight: VecDeque<Inflight>,
     unacked: usize,
+    /// The part of `unacked` in conversations that keep receipts.
+    unacked_receipted: usize,
+    /// Moves whenever the set of conversations that keep no receipts changes.
+    lazy_version: u64,
     behind: VecDeque<ConversationId>,
 }
 
 impl Delivery {
-    pub fn new(window: usize, ack_timeout: Duration) -> Delivery {
+    /// `receipts_up_to`: conversations of at most this many members keep
+    /// receipts (the fan-out threshold).
+    pub fn new(window: usize, ack_timeout: Duration, receipts_up_to: u64) -> Delivery {
         Delivery {
             window,
             ack_timeout,
+            receipts_up_to,
             convs: HashMap::new(),
             inflight: VecDeque::new(),
             unacked: 0,
+            unacked_receipted: 0,
+            lazy_version: 0,
             behind: VecDeque::new(),
         }
+    }
+
+    /// The conversations that keep no receipts: their acks can wait.
+    pub fn lazy(&self) -> impl Iterator<Item = ConversationId> + '_ {
+        self.convs.iter().filter(|(_, c)| !c.receipts).map(|(&id, _)| id)
+    }
+
+    /// Changes whenever [`Delivery::lazy`] does.
+    pub fn lazy_version(&self) -> u64 {
+        self.lazy_version
+    }
+
+    /// Whether acks should reach this state as soon as they are read: a
+    /// conversation waits for window room, or a message of a conversation
+    /// that keeps receipts is unacknowledged. Otherwise they can wait until
+    /// the connection next runs (see `ws/held.rs`).
+    pub fn wants_acks(&self) -> bool {
+        self.unacked_receipted > 0 || !self.behind.is_empty() || self.unacked >= self.window
     }
 
     /// Pushed but unacknowledged messages.
@@ -95,15 +127,31 @@ impl Delivery {
 
     /// Adds a conversation from its stored cursor, or refreshes a known one.
     pub fn track(&mut self, cursor: Cursor) {
+        let receipts = cursor.member_count <= self.receipts_up_to;
+        if !receipts && !self.convs.contains_key(&cursor.conversation_id) {
+            self.lazy_version += 1;
+        }
         let c = self.convs.entry(cursor.conversation_id).or_insert(Conv {
             acked: cursor.acked_seq,
             pushed: cursor.acked_seq,
             known_last: cursor.acked_seq,
             member_count: cursor.member_count,
+            receipts,
             rewound_at: None,
             queued: false,
         });
         c.member_count = cursor.member_count;
+        if c.receipts != receipts {
+            // Crossed the threshold: its unacked messages change sides.
+            let n = (c.pushed - c.acked) as usize;
+            if receipts {
+                self.unacked_receipted += n;
+            } else {
+                self.unacked_receipted -= n;
+            }
+            c.receipts = receipts;
+            self.lazy_version += 1;
+        }
         c.known_last = c.known_last.max(cursor.last_seq);
         if c.pushed < c.known_last && !c.queued {
             c.queued = true;
@@ -115,6 +163,11 @@ impl Delivery {
     pub fn forget(&mut self, conversation: ConversationId) {
         if let Some(c) = self.convs.remove(&conversation) {
             self.unacked -= (c.pushed - c.acked) as usize;
+            if c.receipts {
+                self.unacked_receipted -= (c.pushed - c.acked) as usize;
+            } else {
+                self.lazy_version += 1;
+            }
         }
         self.behind.retain(|&id| id != conversation);
     }
@@ -140,6 +193,7 @@ impl Delivery {
             if self.unacked < self.window {
                 c.pushed = seq;
                 self.unacked += 1;
+                self.unacked_receipted += usize::from(c.receipts);
                 self.inflight.push_back(Inflight { conversation, seq, at: now });
                 return Live::Send;
             }
@@ -158,7 +212,11 @@ impl Delivery {
         if seq <= c.acked {
             return None;
         }
-        self.unacked -= (seq.min(c.pushed) - c.acked) as usize;
+        let n = (seq.min(c.pushed) - c.acked) as usize;
+        self.unacked -= n;
+        if c.receipts {
+            self.unacked_receipted -= n;
+        }
         c.acked = seq;
         c.pushed = c.pushed.max(seq);
         self.trim();
@@ -202,6 +260,7 @@ impl Delivery {
         } else {
             // Covered by the next cumulative ack; until then it holds a window slot.
             self.unacked += 1;
+            self.unacked_receipted += usize::from(c.receipts);
             self.inflight.push_back(Inflight { conversation, seq, at: now });
         }
     }
@@ -222,6 +281,7 @@ impl Delivery {
         c.pushed = seq;
         c.known_last = c.known_last.max(seq);
         self.unacked += 1;
+        self.unacked_receipted += usize::from(c.receipts);
         self.inflight.push_back(Inflight { conversation, seq, at: now });
         true
     }
@@ -267,6 +327,9 @@ impl Delivery {
                 continue;
             }
             self.unacked -= (c.pushed - c.acked) as usize;
+            if c.receipts {
+                self.unacked_receipted -= (c.pushed - c.acked) as usize;
+            }
             c.pushed = c.acked;
             c.rewound_at = Some(now);
             if !c.queued {
@@ -312,7 +375,7 @@ mod tests {
     #[test]
     fn live_in_order_then_ack() {
         let now = Instant::now();
-        let mut d = Delivery::new(4, Duration::from_secs(1));
+        let mut d = Delivery::new(4, Duration::from_secs(1), 500);
         d.track(cursor(1, 0, 0));
         assert_eq!(d.on_live(1, 1, false, now), Live::Send);
         assert_eq!(d.on_live(1, 2, false, now), Live::Send);
@@ -326,7 +389,7 @@ mod tests {
     #[test]
     fn gap_and_full_window_stream_from_store() {
         let now = Instant::now();
-        let mut d = Delivery::new(2, Duration::from_secs(1));
+        let mut d = Delivery::new(2, Duration::from_secs(1), 500);
         d.track(cursor(1, 0, 0));
         assert_eq!(d.on_live(1, 1, false, now), Live::Send);
         assert_eq!(d.on_live(1, 2, false, now), Live::Send);
@@ -344,7 +407,7 @@ mod tests {
     #[test]
     fn backlog_is_paged() {
         let now = Instant::now();
-        let mut d = Delivery::new(64, Duration::from_secs(1));
+        let mut d = Delivery::new(64, Duration::from_secs(1), 500);
         d.track(cursor(7, 10, 1_000));
         assert_eq!(d.next_fetch(), Some((7, 10, 64)));
         for s in 11..=74 {
@@ -359,7 +422,7 @@ mod tests {
     #[test]
     fn timeout_rewinds_to_cursor_once() {
         let t0 = Instant::now();
-        let mut d = Delivery::new(8, Duration::from_secs(1));
+        let mut d = Delivery::new(8, Duration::from_secs(1), 500);
         d.track(cursor(1, 0, 0));
         for s in 1..=3 {
             assert_eq!(d.on_live(1, s, false, t0), Live::Send);
@@ -382,7 +445,7 @@ mod tests {
     #[test]
     fn own_messages_advance_without_frames() {
         let now = Instant::now();
-        let mut d = Delivery::new(8, Duration::from_secs(1));
+        let mut d = Delivery::new(8, Duration::from_secs(1), 500);
         d.track(cursor(1, 0, 0));
         assert_eq!(d.on_live(1, 1, true, now), Live::Skip);
         assert_eq!(d.unacked(), 0);
@@ -394,9 +457,42 @@ mod tests {
     }
 
     #[test]
+    fn acks_are_wanted_for_receipts_or_window_room() {
+        let now = Instant::now();
+        let mut d = Delivery::new(2, Duration::from_secs(1), 500);
+        d.track(Cursor { conversation_id: 1, acked_seq: 0, last_seq: 0, member_count: 10_000 });
+        d.track(cursor(2, 0, 0));
+        assert!(!d.wants_acks());
+        // A large group's message, with room left in the window: its ack can wait.
+        assert_eq!(d.on_live(1, 1, false, now), Live::Send);
+        assert!(!d.wants_acks());
+        // The window is full: acks make room.
+        assert_eq!(d.on_live(1, 2, false, now), Live::Send);
+        assert!(d.wants_acks());
+        d.on_ack(1, 2);
+        assert!(!d.wants_acks());
+        // A direct message: its sender waits for the receipt.
+        assert_eq!(d.on_live(2, 1, false, now), Live::Send);
+        assert!(d.wants_acks());
+        d.on_ack(2, 1);
+        assert!(!d.wants_acks());
+        // A conversation that grows past the threshold takes its unacked messages along.
+        assert_eq!(d.on_live(2, 2, false, now), Live::Send);
+        let before = d.lazy_version();
+        d.track(Cursor { conversation_id: 2, acked_seq: 0, last_seq: 2, member_count: 501 });
+        assert!(!d.wants_acks());
+        assert_ne!(d.lazy_version(), before);
+        let mut lazy: Vec<_> = d.lazy().collect();
+        lazy.sort();
+        assert_eq!(lazy, vec![1, 2]);
+        d.forget(2);
+        assert_eq!(d.unacked(), 0);
+    }
+
+    #[test]
     fn inflight_queue_stays_bounded() {
         let now = Instant::now();
-        let mut d = Delivery::new(4, Duration::from_secs(60));
+        let mut d = Delivery::new(4, Duration::from_secs(60), 500);
         d.track(cursor(1, 0, 0));
         d.track(cursor(2, 0, 0));
         // Conversation 1 keeps one message outstanding at the front.

@@ -7,6 +7,7 @@
 pub mod answers;
 mod connection;
 pub mod delivery;
+pub mod held;
 mod rate;
 mod reader;
 

@@ -17,6 +17,7 @@
 
 use super::answers::Answers;
 use super::connection::{is_too_big, Sink, Stream, MAX_BAD_FRAMES, SEND_DRAIN_TIMEOUT};
+use super::held::Offered;
 use super::rate::RateLimit;
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -188,6 +189,18 @@ impl ReadLoop {
                 })));
                 Outcome::Done
             }
+            // Held for the connection task, which is woken only if it wants acks now (`held.rs`).
+            ClientFrame::Ack { conversation_id, seq } => match parse_id(&conversation_id) {
+                Some(conversation) => match self.control.held.offer(conversation, seq) {
+                    Offered::Held => Outcome::Done,
+                    Offered::Wake => Outcome::Forward(Push::Acks),
+                    Offered::Full => {
+                        Outcome::Forward(Push::Client(Box::new(ClientFrame::Ack { conversation_id, seq })))
+                    }
+                },
+                // Answered by the task, as any frame.
+                None => Outcome::Forward(Push::Client(Box::new(ClientFrame::Ack { conversation_id, seq }))),
+            },
             other => Outcome::Forward(Push::Client(Box::new(other))),
         }
     }

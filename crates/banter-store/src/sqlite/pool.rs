@@ -56,8 +56,7 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit =
-            Arc::clone(&self.room).acquire_owned().await.map_err(|e| StoreError::Internal(e.to_string()))?;
+        let permit = Arc::clone(&self.room).acquire_owned().await.map_err(|e| StoreError::Internal(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             // Room is given back once the read has run, even if its caller gave up.

@@ -7,7 +7,8 @@ use crate::error::ApiError;
 use crate::views::parse_id;
 use banter_proto::frame::ReceiptKind;
 use banter_proto::{limits, ClientFrame, ErrorCode, ServerFrame};
-use banter_store::{Ack, UserId};
+use banter_store::{Ack, ConversationId, UserId};
+use std::sync::Arc;
 
 impl Connection {
     /// Handles one well-formed frame; an error names the `ref` it answers.
@@ -26,26 +27,7 @@ impl Connection {
             }
             ClientFrame::Ack { conversation_id, seq } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
-                if !self.delivery.knows(conversation) {
-                    let cursor = self
-                        .state
-                        .store
-                        .cursor(conversation, self.auth.user_id, self.auth.device_id)
-                        .await
-                        .map_err(|e| fail(e.into()))?
-                        .ok_or_else(|| fail(ApiError::not_found()))?;
-                    self.delivery.track(cursor);
-                }
-                let before = self.delivery.unacked();
-                if let Some(s) = self.delivery.on_ack(conversation, seq) {
-                    self.state.meters.delivered.increment((before - self.delivery.unacked()) as u64);
-                    // Groups above the fan-out threshold keep no receipts.
-                    let threshold = self.state.config.fanout_sync_threshold;
-                    let receipts = self.delivery.member_count(conversation).is_none_or(|n| n <= threshold);
-                    let ack = Ack { conversation_id: conversation, seq: s, receipts };
-                    self.state.acks.add(self.auth.user_id, self.auth.device_id, ack);
-                }
-                Ok(())
+                self.on_ack(conversation, seq).await.map_err(fail)
             }
             ClientFrame::Read { conversation_id, seq } => {
                 let conversation = parse_id(&conversation_id).ok_or_else(|| fail(ApiError::not_found()))?;
@@ -104,6 +86,32 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+}
+
+impl Connection {
+    /// A cumulative ack, read as a frame or held by the reader. A conversation
+    /// the device does not track yet (it just joined) has its cursor loaded
+    /// first; that read is boxed, being rare, so the future of the common
+    /// case stays small.
+    pub(super) async fn on_ack(&mut self, conversation: ConversationId, seq: u64) -> Result<(), ApiError> {
+        if !self.delivery.knows(conversation) {
+            let (store, user, device) = (Arc::clone(&self.state.store), self.auth.user_id, self.auth.device_id);
+            let cursor = Box::pin(async move { store.cursor(conversation, user, device).await })
+                .await?
+                .ok_or_else(ApiError::not_found)?;
+            self.delivery.track(cursor);
+        }
+        let before = self.delivery.unacked();
+        if let Some(s) = self.delivery.on_ack(conversation, seq) {
+            self.state.meters.delivered.increment((before - self.delivery.unacked()) as u64);
+            // Groups above the fan-out threshold keep no receipts.
+            let threshold = self.state.config.fanout_sync_threshold;
+            let receipts = self.delivery.member_count(conversation).is_none_or(|n| n <= threshold);
+            let ack = Ack { conversation_id: conversation, seq: s, receipts };
+            self.state.acks.add(self.auth.user_id, self.auth.device_id, ack);
+        }
+        Ok(())
     }
 }
 
