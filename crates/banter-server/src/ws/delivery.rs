@@ -29,7 +29,6 @@ struct Conv {
     acked: u64,
     pushed: u64,
     known_last: u64,
-    member_count: u64,
     /// Whether it keeps receipts (at most `receipts_up_to` members): its
     /// senders wait for `delivered`, so its acks are wanted at once.
     receipts: bool,
@@ -120,9 +119,10 @@ impl Delivery {
         self.behind.iter().filter_map(|id| self.convs.get(id)).map(|c| c.known_last.saturating_sub(c.pushed)).sum()
     }
 
-    /// Member count of a conversation, if known.
-    pub fn member_count(&self, conversation: ConversationId) -> Option<u64> {
-        self.convs.get(&conversation).map(|c| c.member_count)
+    /// Whether a conversation keeps receipts (at most the threshold given to
+    /// [`Delivery::new`] members); one not known is taken to.
+    pub fn keeps_receipts(&self, conversation: ConversationId) -> bool {
+        self.convs.get(&conversation).is_none_or(|c| c.receipts)
     }
 
     /// Adds a conversation from its stored cursor, or refreshes a known one.
@@ -135,12 +135,10 @@ impl Delivery {
             acked: cursor.acked_seq,
             pushed: cursor.acked_seq,
             known_last: cursor.acked_seq,
-            member_count: cursor.member_count,
             receipts,
             rewound_at: None,
             queued: false,
         });
-        c.member_count = cursor.member_count;
         if c.receipts != receipts {
             // Crossed the threshold: its unacked messages change sides.
             let n = (c.pushed - c.acked) as usize;

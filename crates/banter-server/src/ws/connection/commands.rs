@@ -87,9 +87,7 @@ impl Connection {
             }
         }
     }
-}
 
-impl Connection {
     /// A cumulative ack, read as a frame or held by the reader. A conversation
     /// the device does not track yet (it just joined) has its cursor loaded
     /// first; that read is boxed, being rare, so the future of the common
@@ -106,9 +104,8 @@ impl Connection {
         if let Some(s) = self.delivery.on_ack(conversation, seq) {
             self.state.meters.delivered.increment((before - self.delivery.unacked()) as u64);
             // Groups above the fan-out threshold keep no receipts.
-            let threshold = self.state.config.fanout_sync_threshold;
-            let receipts = self.delivery.member_count(conversation).is_none_or(|n| n <= threshold);
-            let ack = Ack { conversation_id: conversation, seq: s, receipts };
+            let ack =
+                Ack { conversation_id: conversation, seq: s, receipts: self.delivery.keeps_receipts(conversation) };
             self.state.acks.add(self.auth.user_id, self.auth.device_id, ack);
         }
         Ok(())
