@@ -20,10 +20,10 @@
 //! conversation with an ack not yet stored.
 
 use crate::cluster::deliver;
+use crate::maps::{FastMap, FastSet};
 use crate::state::AppState;
 use banter_proto::frame::ReceiptKind;
 use banter_store::{Ack, ConversationId, DeviceAcks, DeviceId, UserId};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,9 +43,9 @@ type Device = (UserId, DeviceId);
 #[derive(Debug, Default)]
 struct Pending {
     /// Acks not yet stored, by device, coalesced per conversation.
-    acks: HashMap<Device, HashMap<ConversationId, Ack>>,
+    acks: FastMap<Device, FastMap<ConversationId, Ack>>,
     /// The devices whose acks the flush in progress took.
-    flushing: HashSet<Device>,
+    flushing: FastSet<Device>,
 }
 
 /// The node's acks not yet stored.
@@ -121,7 +121,7 @@ impl AckBuffer {
             // Counted and named under the lock, so `store_device` sees
             // either its acks still here or this flush holding them.
             self.taken.fetch_add(1, Ordering::AcqRel);
-            let room = HashMap::with_capacity(pending.acks.len());
+            let room = FastMap::with_capacity_and_hasher(pending.acks.len(), Default::default());
             let taken = std::mem::replace(&mut pending.acks, room);
             pending.flushing = taken.keys().copied().collect();
             taken
@@ -200,7 +200,7 @@ impl AckBuffer {
     }
 
     /// Stores one device's acks at once; on failure they go back to the flush task.
-    async fn store_now(&self, state: &AppState, user: UserId, device: DeviceId, acks: HashMap<ConversationId, Ack>) {
+    async fn store_now(&self, state: &AppState, user: UserId, device: DeviceId, acks: FastMap<ConversationId, Ack>) {
         let acks: Vec<Ack> = acks.into_values().collect();
         match state.store.ack(user, device, acks.clone()).await {
             Ok(rose) => delivered(state, user, rose).await,
@@ -217,6 +217,6 @@ async fn delivered(state: &AppState, user: UserId, rose: Vec<(ConversationId, u6
 }
 
 /// Keeps the higher of two acks of one conversation.
-fn merge(acks: &mut HashMap<ConversationId, Ack>, ack: Ack) {
+fn merge(acks: &mut FastMap<ConversationId, Ack>, ack: Ack) {
     acks.entry(ack.conversation_id).and_modify(|a| a.seq = a.seq.max(ack.seq)).or_insert(ack);
 }

@@ -7,10 +7,10 @@
 //! it re-reads its position from the store instead of the server buffering
 //! without bound. The store is the truth; pushes are only hints.
 
+use crate::maps::FastMap;
 use axum::extract::ws::Utf8Bytes;
 use banter_store::{ConversationId, DeviceId, UserId};
 use futures_util::task::AtomicWaker;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -167,7 +167,7 @@ impl Link {
 /// The registry of live connections of this node.
 #[derive(Debug, Default)]
 pub struct Hub {
-    users: RwLock<HashMap<UserId, Vec<Link>>>,
+    users: RwLock<FastMap<UserId, Vec<Link>>>,
     next_conn: AtomicU64,
 }
 

@@ -20,6 +20,7 @@ pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod maps;
 pub mod members;
 pub mod messaging;
 pub mod meters;

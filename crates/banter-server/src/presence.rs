@@ -14,12 +14,13 @@
 
 use crate::cluster::NodeId;
 use crate::hub::Push;
+use crate::maps::{FastMap, FastSet};
 use crate::state::AppState;
 use banter_proto::frame::PresenceStatus;
 use banter_proto::http::PresenceView;
 use banter_proto::ServerFrame;
 use banter_store::{DeviceId, UserId};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -42,9 +43,9 @@ impl UserState {
 /// The presence service.
 #[derive(Debug, Default)]
 pub struct Presence {
-    users: Mutex<HashMap<UserId, UserState>>,
+    users: Mutex<FastMap<UserId, UserState>>,
     /// Watched user → subscribed devices (user, device).
-    subscribers: Mutex<HashMap<UserId, HashSet<(UserId, DeviceId)>>>,
+    subscribers: Mutex<FastMap<UserId, FastSet<(UserId, DeviceId)>>>,
 }
 
 impl Presence {
@@ -171,7 +172,7 @@ impl Presence {
         &self,
         subscriber: (UserId, DeviceId),
         users: &[UserId],
-        current: &mut HashSet<UserId>,
+        current: &mut FastSet<UserId>,
         limit: usize,
     ) -> Option<usize> {
         let new: Vec<UserId> =

@@ -17,6 +17,7 @@ use crate::auth::{authenticate, Auth};
 use crate::cluster::deliver;
 use crate::error::ApiError;
 use crate::hub::{Control, Link, Push, PUSH_QUEUE};
+use crate::maps::FastSet;
 use crate::presence::Presence;
 use crate::state::AppState;
 use crate::views;
@@ -239,9 +240,9 @@ struct Connection {
     /// Reads the socket, on the answer runtime; taken when the connection ends.
     reader: Option<Reader>,
     /// Conversations seen in pushes but not yet tracked.
-    unknown: HashSet<ConversationId>,
+    unknown: FastSet<ConversationId>,
     /// Users this device follows for presence.
-    subscriptions: HashSet<UserId>,
+    subscriptions: FastSet<UserId>,
     idle_deadline: Instant,
     /// Streaming from the store was cut short this turn; continue next turn.
     more_to_stream: bool,
@@ -298,8 +299,8 @@ fn session(
         lazy_published: 0,
         out: Vec::new(),
         reader: None,
-        unknown: HashSet::new(),
-        subscriptions: HashSet::new(),
+        unknown: FastSet::default(),
+        subscriptions: FastSet::default(),
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
         store_retry_at: None,

@@ -17,8 +17,9 @@
 //! its front is always the next deadline, and one timer per connection suffices.
 //! A timed-out conversation is rewound to its cursor and streamed again.
 
+use crate::maps::FastMap;
 use banter_store::{ConversationId, Cursor};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use tokio::time::{Duration, Instant};
 
 /// Most messages fetched from the store in one page.
@@ -63,7 +64,7 @@ pub struct Delivery {
     ack_timeout: Duration,
     /// Conversations of at most this many members keep receipts.
     receipts_up_to: u64,
-    convs: HashMap<ConversationId, Conv>,
+    convs: FastMap<ConversationId, Conv>,
     inflight: VecDeque<Inflight>,
     unacked: usize,
     /// The part of `unacked` in conversations that keep receipts.
@@ -81,7 +82,7 @@ impl Delivery {
             window,
             ack_timeout,
             receipts_up_to,
-            convs: HashMap::new(),
+            convs: FastMap::default(),
             inflight: VecDeque::new(),
             unacked: 0,
             unacked_receipted: 0,
