@@ -120,8 +120,8 @@ impl Delivery {
         self.behind.iter().filter_map(|id| self.convs.get(id)).map(|c| c.known_last.saturating_sub(c.pushed)).sum()
     }
 
-    /// Whether a conversation keeps receipts (at most the threshold given to
-    /// [`Delivery::new`] members); one not known is taken to.
+    /// Whether a conversation keeps receipts (it has at most the threshold
+    /// given to [`Delivery::new`] members); an unknown one is taken to.
     pub fn keeps_receipts(&self, conversation: ConversationId) -> bool {
         self.convs.get(&conversation).is_none_or(|c| c.receipts)
     }
