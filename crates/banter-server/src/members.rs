@@ -7,8 +7,8 @@
 //! per send. An entry is read again after [`MEMBERS_TTL`], so a lost
 //! invalidation (a bus event dropped in cluster mode) heals by itself.
 
-use crate::maps::FastMap;
 use banter_store::{ConversationId, Store, UserId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -29,7 +29,7 @@ type Entry = Arc<Slot>;
 
 #[derive(Debug, Default)]
 pub struct Members {
-    cache: Mutex<FastMap<ConversationId, Entry>>,
+    cache: Mutex<HashMap<ConversationId, Entry>>,
 }
 
 impl Members {

@@ -14,13 +14,12 @@
 
 use crate::cluster::NodeId;
 use crate::hub::Push;
-use crate::maps::{FastMap, FastSet};
 use crate::state::AppState;
 use banter_proto::frame::PresenceStatus;
 use banter_proto::http::PresenceView;
 use banter_proto::ServerFrame;
 use banter_store::{DeviceId, UserId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -43,9 +42,9 @@ impl UserState {
 /// The presence service.
 #[derive(Debug, Default)]
 pub struct Presence {
-    users: Mutex<FastMap<UserId, UserState>>,
+    users: Mutex<HashMap<UserId, UserState>>,
     /// Watched user → subscribed devices (user, device).
-    subscribers: Mutex<FastMap<UserId, FastSet<(UserId, DeviceId)>>>,
+    subscribers: Mutex<HashMap<UserId, HashSet<(UserId, DeviceId)>>>,
 }
 
 impl Presence {
@@ -172,7 +171,7 @@ impl Presence {
         &self,
         subscriber: (UserId, DeviceId),
         users: &[UserId],
-        current: &mut FastSet<UserId>,
+        current: &mut HashSet<UserId>,
         limit: usize,
     ) -> Option<usize> {
         let new: Vec<UserId> =

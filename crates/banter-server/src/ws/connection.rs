@@ -242,7 +242,7 @@ struct Connection {
     /// Conversations seen in pushes but not yet tracked.
     unknown: FastSet<ConversationId>,
     /// Users this device follows for presence.
-    subscriptions: FastSet<UserId>,
+    subscriptions: HashSet<UserId>,
     idle_deadline: Instant,
     /// Streaming from the store was cut short this turn; continue next turn.
     more_to_stream: bool,
@@ -300,7 +300,7 @@ fn session(
         out: Vec::new(),
         reader: None,
         unknown: FastSet::default(),
-        subscriptions: FastSet::default(),
+        subscriptions: HashSet::new(),
         idle_deadline: now + state.config.presence_timeout,
         more_to_stream: false,
         store_retry_at: None,
