@@ -14,6 +14,7 @@
 
 use crate::{Result, StoreError};
 use rusqlite::{Connection, OpenFlags};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{oneshot, Semaphore};
@@ -69,7 +70,8 @@ impl ReadPool {
 }
 
 /// A reader thread: runs jobs until the pool is dropped. The connection is
-/// opened at the first job, and again after a failure to open it.
+/// opened at the first job, and again after a failure to open it or a read
+/// that panicked (its caller gets an error; the thread goes on).
 fn serve(path: &Path, queue: &crossbeam_channel::Receiver<Job>) {
     let mut conn: Option<Connection> = None;
     while let Ok(job) = queue.recv() {
@@ -82,7 +84,10 @@ fn serve(path: &Path, queue: &crossbeam_channel::Receiver<Job>) {
                 }
             }
         }
-        job(Ok(conn.as_ref().expect("opened above")));
+        let read = AssertUnwindSafe(|| job(Ok(conn.as_ref().expect("opened above"))));
+        if std::panic::catch_unwind(read).is_err() {
+            conn = None;
+        }
     }
 }
 
@@ -95,4 +100,27 @@ fn open(path: &Path) -> Result<Connection> {
     super::keep_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_panics_is_an_error_and_the_readers_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let pool = ReadPool::new(path).unwrap();
+        // More panics than threads: were a panic to end its thread, none would be left.
+        for _ in 0..READERS + 1 {
+            let failed = pool.read(|_| -> Result<()> { panic!("a read that panics") }).await;
+            assert!(matches!(failed, Err(StoreError::Internal(_))), "{failed:?}");
+        }
+        let x = pool.read(|c| Ok(c.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
+        assert_eq!(x, 7);
+    }
 }
