@@ -190,17 +190,16 @@ impl ReadLoop {
                 Outcome::Done
             }
             // Held for the connection task, which is woken only if it wants acks now (`held.rs`).
-            ClientFrame::Ack { conversation_id, seq } => match parse_id(&conversation_id) {
-                Some(conversation) => match self.control.held.offer(conversation, seq) {
-                    Offered::Held => Outcome::Done,
-                    Offered::Wake => Outcome::Forward(Push::Acks),
-                    Offered::Full => {
+            // One not held (a bad id, or too many conversations held) goes as any frame.
+            ClientFrame::Ack { conversation_id, seq } => {
+                match parse_id(&conversation_id).map(|c| self.control.held.offer(c, seq)) {
+                    Some(Offered::Held) => Outcome::Done,
+                    Some(Offered::Wake) => Outcome::Forward(Push::Acks),
+                    Some(Offered::Full) | None => {
                         Outcome::Forward(Push::Client(Box::new(ClientFrame::Ack { conversation_id, seq })))
                     }
-                },
-                // Answered by the task, as any frame.
-                None => Outcome::Forward(Push::Client(Box::new(ClientFrame::Ack { conversation_id, seq }))),
-            },
+                }
+            }
             other => Outcome::Forward(Push::Client(Box::new(other))),
         }
     }
