@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Builds the shared state on `store`, in cluster mode when a `cluster` is
-/// given. Fails only if the answer runtime's thread cannot start.
+/// given. Fails only if the reader lanes' threads cannot start.
 pub fn state(
     config: Config,
     store: Arc<dyn Store>,
@@ -64,7 +64,7 @@ pub fn state(
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
-        answers: ws::answers::AnswerRuntime::new()?,
+        readers: ws::answers::Lanes::new()?,
         meters: meters::Meters::new(),
         acks: Default::default(),
         metrics,
@@ -99,6 +99,11 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         "delivery_backlog_messages",
         "Stored messages waiting to stream to devices that are behind"
     );
+    metrics::describe_gauge!(
+        "readers_sending",
+        "Connections whose reader is on the sending lane: it read a send, and no frame since that came 2 s or more after the last one"
+    );
+    metrics::gauge!("readers_sending").set(0.0);
     metrics::gauge!("delivery_inflight_messages").set(0.0);
     metrics::gauge!("delivery_backlog_messages").set(0.0);
     metrics::gauge!("fanout_queue_depth").set(0.0);

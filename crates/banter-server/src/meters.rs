@@ -18,6 +18,8 @@ pub struct Meters {
     pub backlog: Gauge,
     /// `message_delivery_latency_ms`: stored → pushed.
     pub latency: Histogram,
+    /// `readers_sending`: connections whose reader is on the sending lane.
+    pub sending: Gauge,
 }
 
 impl Meters {
@@ -30,6 +32,7 @@ impl Meters {
             inflight: metrics::gauge!("delivery_inflight_messages"),
             backlog: metrics::gauge!("delivery_backlog_messages"),
             latency: metrics::histogram!("message_delivery_latency_ms"),
+            sending: metrics::gauge!("readers_sending"),
         }
     }
 

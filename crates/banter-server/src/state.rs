@@ -32,8 +32,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Live WebSocket connections.
     pub connections: AtomicUsize,
-    /// Stores and answers sends, apart from the connections' runtime.
-    pub answers: crate::ws::answers::AnswerRuntime,
+    /// The runtimes of the connections' readers, which store and answer sends
+    /// apart from the connections' runtime (`ws/answers.rs`).
+    pub readers: crate::ws::answers::Lanes,
     /// Acks of every connection, waiting to be stored together.
     pub acks: crate::acks::AckBuffer,
     /// The hot paths' metric handles.

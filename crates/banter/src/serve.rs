@@ -159,7 +159,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let state = banter_server::state(config, store, cluster, banter_server::install_metrics())
-        .context("starting the answer runtime")?;
+        .context("starting the reader lanes")?;
     tracing::info!(%addr, store = %args.store_label(), node = args.node_id, "banter listening");
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("banter listening on http://{addr}");

@@ -50,6 +50,46 @@ async fn send_is_stored_pushed_and_acknowledged() {
     wb.expect_no("message", Duration::from_millis(500)).await;
 }
 
+/// A reader moves to the sending lane with its first `send`, and back after
+/// a quiet spell (`ws/answers.rs`); sends pipelined across both moves are
+/// all stored and answered in the order they were written.
+#[tokio::test]
+async fn sends_keep_their_order_while_the_reader_changes_lanes() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wa = s.connect(&a).await;
+    let mut wb = s.connect(&b).await;
+    s.wait_for_gauge("readers_sending", 0).await;
+    let send = |i: u64| {
+        json!({"type": "send", "client_msg_id": format!("c{i}"), "conversation_id": conv,
+               "content": {"type": "text", "text": format!("m{i}")}})
+    };
+    for i in 1..=10 {
+        wa.send(send(i)).await;
+    }
+    s.wait_for_gauge("readers_sending", 1).await;
+    // Quiet for longer than the reader waits before it moves back; a
+    // heartbeat moves it, and the sends right behind it move it again.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    wa.send(json!({"type": "heartbeat"})).await;
+    for i in 11..=20 {
+        wa.send(send(i)).await;
+    }
+    for i in 1..=20u64 {
+        let sent = wa.expect("sent").await;
+        assert_eq!(
+            (sent["client_msg_id"].as_str().unwrap(), sent["seq"].as_u64().unwrap()),
+            (format!("c{i}").as_str(), i)
+        );
+        assert_eq!(wb.expect("message").await["seq"], i);
+    }
+    s.wait_for_gauge("readers_sending", 1).await;
+    // A connection that ends leaves the lane.
+    wa.close().await;
+    s.wait_for_gauge("readers_sending", 0).await;
+}
+
 #[tokio::test]
 async fn sends_past_the_in_flight_limit_are_all_answered_in_order() {
     let s = Server::start(&[]).await;

@@ -1,13 +1,13 @@
 //! The answer path: sends are read, stored and answered (`sent` or an
-//! error) on a small runtime of their own, apart from the runtime that runs
-//! the connections and delivers messages.
+//! error) on small runtimes of their own (the reader lanes, [`Lanes`]),
+//! apart from the runtime that runs the connections and delivers messages.
 //!
 //! A message to a large group wakes one connection task per member. Were a
 //! sender's frames read, and its `sent` written, by its own connection task,
 //! both would wait in the run queue behind all of those, and a sender to a
 //! group of 10,000 would hear back only after 10,000 other tasks had run.
-//! Instead each connection's reader ([`super::reader`]) runs on the answer
-//! runtime and owns the connection's [`Answers`]: its pipelined sends, whose
+//! Instead each connection's reader ([`super::reader`]) runs on a reader
+//! lane and owns the connection's [`Answers`]: its pipelined sends, whose
 //! answers it writes through the connection's shared write half. So a
 //! `sent` waits for its commit and not for delivery work.
 //!
@@ -26,54 +26,71 @@ use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
 /// Sends of one connection being stored at once; past it the connection stops reading.
 pub const MAX_PENDING_SENDS: usize = 256;
-/// Threads of the answer runtime.
+/// Threads of each reader lane's runtime.
 pub const ANSWER_THREADS: usize = 2;
 
-/// The runtime that stores and answers sends.
-pub struct AnswerRuntime {
-    runtime: Option<tokio::runtime::Runtime>,
+/// Which runtime a connection's reader runs on.
+///
+/// Readers start on the quiet lane and move to the sending lane when they
+/// read a `send`; one that has read no `send` for [`super::reader::QUIET_AFTER`]
+/// moves back. So the readers that store and answer sends do not queue
+/// behind the readers of a large group's members, whose acks for one message
+/// wake 10,000 of them at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Readers of connections that have not sent lately: mostly acks.
+    Quiet,
+    /// Readers of connections that send.
+    Sending,
 }
 
-impl AnswerRuntime {
-    pub fn new() -> std::io::Result<AnswerRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(ANSWER_THREADS)
-            .thread_name("banter-answers")
-            .enable_all()
-            .build()?;
-        Ok(AnswerRuntime { runtime: Some(runtime) })
+/// The runtimes of the two reader lanes.
+pub struct Lanes {
+    quiet: Option<tokio::runtime::Runtime>,
+    sending: Option<tokio::runtime::Runtime>,
+}
+
+impl Lanes {
+    pub fn new() -> std::io::Result<Lanes> {
+        let runtime = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(ANSWER_THREADS)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Lanes { quiet: Some(runtime("banter-readers")?), sending: Some(runtime("banter-answers")?) })
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.runtime.as_ref().expect("present until dropped").handle()
-    }
-
-    /// Runs `future` on the answer runtime.
-    pub(super) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    /// Runs `future` on the runtime of `lane`.
+    pub(super) fn spawn<F>(&self, lane: Lane, future: F)
     where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.handle().spawn(future)
+        let runtime = match lane {
+            Lane::Quiet => &self.quiet,
+            Lane::Sending => &self.sending,
+        };
+        // Present until dropped; the task is not joined (its end is signalled by the reader itself).
+        drop(runtime.as_ref().expect("present until dropped").spawn(future));
     }
 }
 
-impl Drop for AnswerRuntime {
+impl Drop for Lanes {
     fn drop(&mut self) {
-        // Dropped from async code too, where waiting for its threads would block.
-        if let Some(rt) = self.runtime.take() {
+        // Dropped from async code too, where waiting for their threads would block.
+        for rt in [self.quiet.take(), self.sending.take()].into_iter().flatten() {
             rt.shutdown_background();
         }
     }
 }
 
-impl std::fmt::Debug for AnswerRuntime {
+impl std::fmt::Debug for Lanes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AnswerRuntime")
+        f.write_str("Lanes")
     }
 }
 

@@ -1,7 +1,7 @@
 //! One WebSocket connection: the hello, then a task that owns the device's
 //! delivery state, its acks and its timers, and writes its frames.
 //!
-//! The socket's read half goes to a reader on the answer runtime
+//! The socket's read half goes to a reader on a reader lane
 //! ([`super::reader`]), which stores and answers sends itself
 //! ([`super::answers`]) and hands everything else to this task, through its
 //! push channel. Every branch of the loop only changes state and queues frames in
@@ -237,7 +237,7 @@ struct Connection {
     held: Vec<(ConversationId, u64)>,
     /// The [`Delivery::lazy_version`] last told to the reader.
     lazy_published: u64,
-    /// Reads the socket, on the answer runtime; taken when the connection ends.
+    /// Reads the socket, on a reader lane; taken when the connection ends.
     reader: Option<Reader>,
     /// Conversations seen in pushes but not yet tracked.
     unknown: FastSet<ConversationId>,

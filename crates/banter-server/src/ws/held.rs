@@ -1,6 +1,6 @@
 //! Acks that a connection's reader holds for its connection task.
 //!
-//! An `ack` is read on the answer runtime, but the delivery state it changes
+//! An `ack` is read on a reader lane, but the delivery state it changes
 //! belongs to the connection task. Forwarding every ack would wake that task
 //! once per ack: in a large group, once per message per member, a wakeup
 //! and a loop turn that change nothing the device is waiting for. So the

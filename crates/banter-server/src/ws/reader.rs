@@ -1,4 +1,4 @@
-//! The read half of a connection, run on the answer runtime.
+//! The read half of a connection, run on a reader lane.
 //!
 //! After the `welcome`, a reader task takes the socket's read half. It
 //! applies the rate limit, parses every frame, and stores and answers each
@@ -14,8 +14,14 @@
 //! fewer than [`super::answers::MAX_PENDING_SENDS`] sends are in flight. The
 //! connection task stops its reader when it closes and gets the read half
 //! back, for the closing handshake.
+//!
+//! A reader starts on the quiet lane and moves to the sending lane with the
+//! first `send` it reads; after [`QUIET_AFTER`] without one it moves back
+//! with the next frame it reads ([`super::answers::Lane`]). A move ends the
+//! task and starts another with the same state on the other lane, between
+//! two frames, so frames are still read, and sends stored, in order.
 
-use super::answers::Answers;
+use super::answers::{Answers, Lane};
 use super::connection::{is_too_big, Sink, Stream, MAX_BAD_FRAMES, SEND_DRAIN_TIMEOUT};
 use super::held::Offered;
 use super::rate::RateLimit;
@@ -31,18 +37,24 @@ use banter_proto::{close, ClientFrame, ErrorCode, ServerFrame};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+/// A reader on the sending lane that has read no `send` for this long moves
+/// back to the quiet lane with the next frame it reads.
+pub const QUIET_AFTER: Duration = Duration::from_secs(2);
+
+/// How a reader is told to stop: with where to give the read half back.
+type Stop = oneshot::Receiver<oneshot::Sender<Stream>>;
 
 /// The connection task's handle on its reader.
 pub(super) struct Reader {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Stream>,
+    stop: oneshot::Sender<oneshot::Sender<Stream>>,
 }
 
 impl Reader {
-    /// Starts the reader of an authenticated connection on the answer runtime.
+    /// Starts the reader of an authenticated connection, on the quiet lane.
     pub(super) fn start(
         state: &Arc<AppState>,
         auth: Auth,
@@ -61,16 +73,21 @@ impl Reader {
             bad_frames: 0,
             waiting: VecDeque::new(),
             ended: false,
+            lane: Lane::Quiet,
+            last_send: Instant::now(),
+            move_to: None,
         };
-        let task = state.answers.spawn(r.run(stream, tx, stopped));
-        Reader { stop, task }
+        r.start(stream, tx, stopped);
+        Reader { stop }
     }
 
     /// Stops reading, waits (up to [`SEND_DRAIN_TIMEOUT`]) for the sends
-    /// already read to be answered, and gives the read half back.
+    /// already read to be answered, and gives the read half back. `None` if
+    /// the reader is gone (it panicked, or its runtime shut down).
     pub(super) async fn stop(self) -> Option<Stream> {
-        let _ = self.stop.send(());
-        self.task.await.ok()
+        let (give, back) = oneshot::channel();
+        self.stop.send(give).ok()?;
+        back.await.ok()
     }
 }
 
@@ -85,6 +102,12 @@ struct ReadLoop {
     waiting: VecDeque<Push>,
     /// The socket ended or must close: read no more.
     ended: bool,
+    /// The lane this reader runs on.
+    lane: Lane,
+    /// When it last read a `send`.
+    last_send: Instant,
+    /// The lane to move to, between this frame and the next.
+    move_to: Option<Lane>,
 }
 
 /// What a frame from the client comes to.
@@ -98,7 +121,14 @@ enum Outcome {
 }
 
 impl ReadLoop {
-    /// Reads until stopped; `tx` is the connection's push channel.
+    /// Runs this reader as a task of its lane.
+    fn start(self, stream: Stream, tx: mpsc::Sender<Push>, stop: Stop) {
+        let state = Arc::clone(&self.state);
+        state.readers.spawn(self.lane, self.run(stream, tx, stop));
+    }
+
+    /// Reads until stopped, or until it moves to the other lane; `tx` is the
+    /// connection's push channel.
     ///
     /// An `async` block rather than an `async fn`: the block uses what it
     /// captures in place, where an `async fn` would keep its arguments twice
@@ -108,19 +138,19 @@ impl ReadLoop {
         mut self,
         mut stream: Stream,
         tx: mpsc::Sender<Push>,
-        mut stop: oneshot::Receiver<()>,
-    ) -> impl std::future::Future<Output = Stream> + Send {
+        mut stop: Stop,
+    ) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            loop {
+            let give_back = loop {
                 let reading = !self.ended && self.waiting.is_empty() && self.answers.has_room();
                 tokio::select! {
                     biased;
-                    _ = &mut stop => break,
+                    give_back = &mut stop => break give_back.ok(),
                     Some(done) = self.answers.next(), if self.answers.busy() => self.answers.answer(done).await,
                     room = tx.reserve(), if !self.waiting.is_empty() => match (room, self.waiting.pop_front()) {
                         (Ok(room), Some(push)) => room.send(push),
                         // The connection is gone: nothing more to read for.
-                        _ => break,
+                        _ => break None,
                     },
                     next = stream.next(), if reading => {
                         let outcome = match next {
@@ -139,10 +169,38 @@ impl ReadLoop {
                         }
                     }
                 }
+                if let Some(lane) = self.move_to.take() {
+                    self.lane = lane;
+                    let sending = &self.state.meters.sending;
+                    match lane {
+                        Lane::Sending => sending.increment(1.0),
+                        Lane::Quiet => sending.decrement(1.0),
+                    }
+                    return self.start(stream, tx, stop);
+                }
+            };
+            if self.lane == Lane::Sending {
+                self.state.meters.sending.decrement(1.0);
             }
             // Boxed, like the write in `Answers::answer`, to keep every reader's state small.
             Box::pin(self.answers.finish(SEND_DRAIN_TIMEOUT)).await;
-            stream
+            if let Some(give_back) = give_back {
+                let _ = give_back.send(stream);
+            }
+        }
+    }
+
+    /// Notes a frame read at `now`, and whether it was a `send`, for the lane choice.
+    fn on_lane(&mut self, now: Instant, send: bool) {
+        match (self.lane, send) {
+            (Lane::Quiet, true) => self.move_to = Some(Lane::Sending),
+            (Lane::Sending, false) if now - self.last_send >= QUIET_AFTER && !self.answers.busy() => {
+                self.move_to = Some(Lane::Quiet)
+            }
+            _ => {}
+        }
+        if send {
+            self.last_send = now;
         }
     }
 
@@ -154,7 +212,8 @@ impl ReadLoop {
             Message::Close(_) => return Outcome::Last(None, Push::Close(close::NORMAL)),
             Message::Ping(_) | Message::Pong(_) => return Outcome::Done,
         };
-        if !self.rate.allow(Instant::now()) {
+        let now = Instant::now();
+        if !self.rate.allow(now) {
             let reference = FrameRef::of(&text);
             return error(ErrorCode::RateLimited, "too many frames; slow down".into(), reference);
         }
@@ -163,6 +222,7 @@ impl ReadLoop {
             Err(e) => return self.bad_frame(format!("bad frame: {e}"), FrameRef::of(&text)),
         };
         self.bad_frames = 0;
+        self.on_lane(now, matches!(parsed, ClientFrame::Send { .. }));
         match parsed {
             ClientFrame::Send { client_msg_id, conversation_id, content } => {
                 let Some(conversation) = parse_id(&conversation_id) else {

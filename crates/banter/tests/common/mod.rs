@@ -122,14 +122,20 @@ impl Server {
     /// (`websocket_connections` in `/metrics`), which it does once a closed
     /// connection's task has finished.
     pub async fn wait_for_connections(&self, n: u64) {
+        self.wait_for_gauge("websocket_connections", n).await;
+    }
+
+    /// Waits until the gauge `name` in `/metrics` reads `n`.
+    pub async fn wait_for_gauge(&self, name: &str, n: u64) {
         let deadline = tokio::time::Instant::now() + WAIT;
+        let prefix = format!("{name} ");
         loop {
             let text = reqwest::get(format!("{}/metrics", self.base())).await.unwrap().text().await.unwrap();
-            let open = text.lines().find_map(|l| l.strip_prefix("websocket_connections ")).map(|v| v.trim().to_owned());
-            if open.as_deref().and_then(|v| v.parse::<f64>().ok()) == Some(n as f64) {
+            let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().to_owned());
+            if value.as_deref().and_then(|v| v.parse::<f64>().ok()) == Some(n as f64) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "websocket_connections stayed at {open:?}, not {n}");
+            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {value:?}, not {n}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
