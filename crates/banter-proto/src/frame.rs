@@ -7,6 +7,7 @@
 use crate::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// A frame sent by a client.
 #[derive(Debug, Deserialize, Serialize)]
@@ -34,7 +35,7 @@ pub enum ClientFrame {
 #[derive(Debug, Deserialize)]
 struct TypeTag<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
 }
 
 /// The fields of a `send` frame.
@@ -110,6 +111,37 @@ pub struct MessageView {
     pub client_msg_id: String,
     pub ts: i64,
     pub content: Box<RawValue>,
+}
+
+/// What a client needs to place a `message` frame (its conversation, its
+/// seq and its content), borrowed from the frame's text: one pass over the
+/// text and no copies, for clients that receive many messages a second.
+#[derive(Debug, Deserialize)]
+pub struct MessageHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub conversation_id: Cow<'a, str>,
+    pub seq: u64,
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+}
+
+impl<'a> MessageHead<'a> {
+    /// Reads the head of a `message` frame; `None` for any other frame, or a malformed one.
+    pub fn parse(text: &'a str) -> Option<MessageHead<'a>> {
+        serde_json::from_str::<MessageHead<'a>>(text).ok().filter(|m| m.kind == "message")
+    }
+}
+
+/// The `text` of a `{"type":"text"}` content, borrowed where it has no escapes.
+pub fn content_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let head: ContentHead<'_> = serde_json::from_str(raw.get()).ok()?;
+    if head.kind == "text" {
+        head.text
+    } else {
+        None
+    }
 }
 
 /// Presence of one user.
@@ -198,9 +230,9 @@ impl ServerFrame {
 #[derive(Debug, Deserialize)]
 struct ContentHead<'a> {
     #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
+    kind: Cow<'a, str>,
     #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
 }
 
 /// Why a `content` was refused.
@@ -282,6 +314,22 @@ mod tests {
             ServerFrame::parse(r#"{"type":"heartbeat_ack","server_time":1}"#),
             Ok(ServerFrame::HeartbeatAck { .. })
         ));
+    }
+
+    #[test]
+    fn message_heads_borrow_from_the_frame() {
+        let text = r#"{"type":"message","conversation_id":"1","message_id":"9","seq":3,"sender_id":"2","client_msg_id":"c","ts":5,"content":{"type":"text","text":"hi"}}"#;
+        let m = MessageHead::parse(text).unwrap();
+        assert_eq!((m.conversation_id.as_ref(), m.seq), ("1", 3));
+        assert!(matches!(m.conversation_id, Cow::Borrowed(_)));
+        assert_eq!(m.content.get(), r#"{"type":"text","text":"hi"}"#);
+        assert_eq!(content_text(m.content).as_deref(), Some("hi"));
+        assert_eq!(content_text(&raw(r#"{"type":"text","text":"a\"b"}"#)).as_deref(), Some("a\"b"));
+        assert_eq!(content_text(&raw(r#"{"type":"image","text":"x"}"#)), None);
+        // Any other frame, or a message without what places it, is not a message.
+        assert!(MessageHead::parse(r#"{"type":"sent","conversation_id":"1","seq":3,"content":{}}"#).is_none());
+        assert!(MessageHead::parse(r#"{"type":"message","conversation_id":"1","content":{}}"#).is_none());
+        assert!(MessageHead::parse("not json").is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use super::progress::{Progress, Recent};
 use super::report::{distribution, histogram, Percentiles, Report, Samples, Timeline};
 use super::{server, setup, BenchArgs};
-use banter_proto::ServerFrame;
+use banter_proto::frame::{content_text, MessageHead};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -451,7 +451,7 @@ pub(super) async fn receive(
             },
         };
         let now = Instant::now();
-        let Ok(ServerFrame::Message(m)) = ServerFrame::parse(&text) else { continue };
+        let Some(m) = MessageHead::parse(&text) else { continue };
         if m.seq <= last_seq {
             stats.duplicates += 1;
             continue;
@@ -465,9 +465,7 @@ pub(super) async fn receive(
         if now < stop_at {
             stats.in_window += 1;
         }
-        let stamp: Option<u64> = serde_json::from_str::<serde_json::Value>(m.content.get())
-            .ok()
-            .and_then(|c| c["text"].as_str().and_then(|t| t.parse().ok()));
+        let stamp: Option<u64> = content_text(m.content).and_then(|t| t.parse().ok());
         if let Some(sent_at) = stamp {
             let latency = micros(epoch, now).saturating_sub(sent_at).max(1);
             stats.samples.record(now, latency);

@@ -73,7 +73,7 @@ pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
             Ok(Some(Ok(_))) => continue,
             Ok(_) | Err(_) => break,
         };
-        let Ok(banter_proto::ServerFrame::Message(m)) = banter_proto::ServerFrame::parse(&text) else { continue };
+        let Some(m) = banter_proto::frame::MessageHead::parse(&text) else { continue };
         if m.seq <= last {
             duplicates += 1;
             continue;

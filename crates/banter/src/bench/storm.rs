@@ -140,7 +140,7 @@ async fn catch_up(
             Some(Ok(_)) => continue,
             other => anyhow::bail!("connection ended: {other:?}"),
         };
-        let Ok(banter_proto::ServerFrame::Message(m)) = banter_proto::ServerFrame::parse(&text) else { continue };
+        let Some(m) = banter_proto::frame::MessageHead::parse(&text) else { continue };
         if m.seq <= last {
             continue;
         }
