@@ -1,9 +1,9 @@
 //! The hub: which devices of which users are connected here, and the one way
 //! to push something to them.
 //!
-//! Each live connection registers a [`Link`]: a bounded channel into its task
-//! and a way to close it. Pushes never wait: when a connection's channel is
-//! full, a message hint is dropped and the connection is flagged `lagged`, so
+//! Each live connection registers a [`Link`]: its shared [`Control`], with a
+//! bounded queue into its task ([`crate::pushes`]) and a way to close it.
+//! Pushes never wait: when a connection's queue is full, a message hint is dropped and the connection is flagged `lagged`, so
 //! it re-reads its position from the store instead of the server buffering
 //! without bound. The store is the truth; pushes are only hints.
 
@@ -14,10 +14,7 @@ use futures_util::task::AtomicWaker;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, Semaphore};
-
-/// Capacity of each connection's push channel.
-pub const PUSH_QUEUE: usize = 512;
+use tokio::sync::Semaphore;
 
 /// A serialized frame, shared by every connection it is pushed to.
 pub type Frame = Arc<Utf8Bytes>;
@@ -72,8 +69,8 @@ impl Drop for MessagePush {
     }
 }
 
-/// Something for one connection to do. Kept to two words, because every
-/// connection's channel allocates its slots up front.
+/// Something for one connection to do. Kept to two words, the size of a
+/// slot in a connection's push queue.
 #[derive(Debug)]
 pub enum Push {
     /// A message was stored: send its frame if it is next in line.
@@ -111,6 +108,8 @@ pub struct Control {
     pub last_frame: AtomicU64,
     /// Acks the reader holds for the connection task (`ws/held.rs`).
     pub held: crate::ws::held::HeldAcks,
+    /// Pushes into the connection task.
+    pub pushes: crate::pushes::PushQueue,
 }
 
 impl Control {
@@ -149,13 +148,12 @@ pub struct Link {
     pub device_id: DeviceId,
     /// When it connected (ms since the epoch), to tell which of two connections of a device is newer.
     pub since: i64,
-    pub tx: mpsc::Sender<Push>,
     pub control: Arc<Control>,
 }
 
 impl Link {
     fn push(&self, push: Push) {
-        if let Err(mpsc::error::TrySendError::Full(p)) = self.tx.try_send(push) {
+        if let Err(crate::pushes::Refused::Full(p)) = self.control.pushes.try_push(push) {
             if matches!(p, Push::Message(_) | Push::Left(_) | Push::Resync) {
                 self.control.lagged.store(true, Ordering::Release);
             }

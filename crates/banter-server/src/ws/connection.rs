@@ -4,7 +4,7 @@
 //! The socket's read half goes to a reader on a reader lane
 //! ([`super::reader`]), which stores and answers sends itself
 //! ([`super::answers`]) and hands everything else to this task, through its
-//! push channel. Every branch of the loop only changes state and queues frames in
+//! push queue. Every branch of the loop only changes state and queues frames in
 //! `out`; one place ([`Connection::flush`]) writes them, feeding all and
 //! flushing once, under a stall timeout so a client that stops reading
 //! cannot pin the task. Nothing here waits on another connection.
@@ -16,7 +16,7 @@ use super::reader::Reader;
 use crate::auth::{authenticate, Auth};
 use crate::cluster::deliver;
 use crate::error::ApiError;
-use crate::hub::{Control, Link, Push, PUSH_QUEUE};
+use crate::hub::{Control, Link, Push};
 use crate::maps::FastSet;
 use crate::presence::Presence;
 use crate::state::AppState;
@@ -30,7 +30,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 /// Time a client has to send its `hello`.
@@ -269,11 +269,10 @@ fn session(
     sink: Sink,
     stream: Stream,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let (tx, mut rx) = mpsc::channel(PUSH_QUEUE);
     let control = Arc::new(Control::default());
     let conn_id = state.hub.next_conn_id();
     let since = crate::clock::now_ms();
-    let link = Link { conn_id, device_id: auth.device_id, since, tx: tx.clone(), control: Arc::clone(&control) };
+    let link = Link { conn_id, device_id: auth.device_id, since, control: Arc::clone(&control) };
     let announce = || deliver::connected(state, auth.user_id, auth.device_id, since);
     if let Some(old) = state.hub.register(auth.user_id, link, announce) {
         old.control.close(close::REPLACED);
@@ -327,10 +326,10 @@ fn session(
         // connection keeps no frame buffer.
         c.out = Vec::new();
         c.control.touch();
-        c.reader = Some(Reader::start(&c.state, c.auth, stream, Arc::clone(&c.sink), Arc::clone(&c.control), tx));
+        c.reader = Some(Reader::start(&c.state, c.auth, stream, Arc::clone(&c.sink), Arc::clone(&c.control)));
         // Only now the backlog: every conversation above its cursor is behind.
         c.control.lagged.store(true, Ordering::Release);
-        c.run(&mut rx).await;
+        c.run().await;
         // Boxed, so that what only the end needs takes no room in every
         // connection's future while it runs.
         Box::pin(c.end()).await;
@@ -355,6 +354,8 @@ impl Connection {
         let state = &self.state;
         state.presence.unsubscribe((user, device), self.subscriptions.drain());
         state.hub.unregister(user, self.conn_id, || deliver::disconnected(state, user));
+        // Nothing reaches the task any more: what is queued is dropped, giving back its fan-out room.
+        self.control.pushes.close();
         Presence::disconnected(state, user);
         if let (Some((code, reason)), Some(mut stream), false) = (self.close, stream, self.gone) {
             let mut sink = self.sink.lock().await;
@@ -364,7 +365,7 @@ impl Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, rx: &mut mpsc::Receiver<Push>) {
+    async fn run(&mut self) {
         let mut timer: std::pin::Pin<Box<Sleep>> = Box::pin(sleep_until(self.idle_deadline));
         let mut timer_at = self.idle_deadline;
         let control = Arc::clone(&self.control);
@@ -406,15 +407,15 @@ impl Connection {
                 code = std::future::poll_fn(|cx| control.poll_closed(cx)) => {
                     self.close = Some((code, close_reason(code)));
                 }
-                Some(push) = rx.recv() => {
+                push = std::future::poll_fn(|cx| control.pushes.poll_next(cx)) => {
                     // One reading of the clocks for the whole batch: pushes
                     // taken together are written together.
                     let now = Now { at: Instant::now(), ms: crate::clock::now_ms() };
                     self.on_push(push, now).await;
                     for _ in 0..PUSH_BATCH {
-                        match rx.try_recv() {
-                            Ok(p) => self.on_push(p, now).await,
-                            Err(_) => break,
+                        match control.pushes.try_next() {
+                            Some(p) => self.on_push(p, now).await,
+                            None => break,
                         }
                     }
                 }

@@ -4,12 +4,12 @@
 //! applies the rate limit, parses every frame, and stores and answers each
 //! `send` itself ([`super::answers`]); every other frame, and every error it
 //! answers, goes to the connection task through the connection's push
-//! channel, in the order it came. So a send is read, stored and answered
+//! queue, in the order it came. So a send is read, stored and answered
 //! without waiting for a turn on the runtime that delivers messages, however
 //! many connections a large group just woke there.
 //!
 //! The reader is one loop over four events: a stop from its connection, a
-//! send stored, room in the push channel for what waits to go there, and the
+//! send stored, room in the push queue for what waits to go there, and the
 //! next frame, read only when nothing waits to go to the connection and
 //! fewer than [`super::answers::MAX_PENDING_SENDS`] sends are in flight. The
 //! connection task stops its reader when it closes and gets the read half
@@ -38,7 +38,7 @@ use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex};
 use tokio::time::Instant;
 
 /// A reader on the sending lane that has read no `send` for this long moves
@@ -61,7 +61,6 @@ impl Reader {
         stream: Stream,
         sink: Arc<Mutex<Sink>>,
         control: Arc<Control>,
-        tx: mpsc::Sender<Push>,
     ) -> Reader {
         let (stop, stopped) = oneshot::channel();
         let r = ReadLoop {
@@ -77,7 +76,7 @@ impl Reader {
             last_send: Instant::now(),
             move_to: None,
         };
-        r.start(stream, tx, stopped);
+        r.start(stream, stopped);
         Reader { stop }
     }
 
@@ -98,7 +97,7 @@ struct ReadLoop {
     answers: Answers,
     rate: RateLimit,
     bad_frames: u32,
-    /// Pushes waiting for room in the connection's push channel (at most two).
+    /// Pushes waiting for room in the connection's push queue (at most two).
     waiting: VecDeque<Push>,
     /// The socket ended or must close: read no more.
     ended: bool,
@@ -122,24 +121,18 @@ enum Outcome {
 
 impl ReadLoop {
     /// Runs this reader as a task of its lane.
-    fn start(self, stream: Stream, tx: mpsc::Sender<Push>, stop: Stop) {
+    fn start(self, stream: Stream, stop: Stop) {
         let state = Arc::clone(&self.state);
-        state.readers.spawn(self.lane, self.run(stream, tx, stop));
+        state.readers.spawn(self.lane, self.run(stream, stop));
     }
 
-    /// Reads until stopped, or until it moves to the other lane; `tx` is the
-    /// connection's push channel.
+    /// Reads until stopped, or until it moves to the other lane.
     ///
     /// An `async` block rather than an `async fn`: the block uses what it
     /// captures in place, where an `async fn` would keep its arguments twice
     /// (as given and as bound), in every reader's task.
     #[allow(clippy::manual_async_fn)]
-    fn run(
-        mut self,
-        mut stream: Stream,
-        tx: mpsc::Sender<Push>,
-        mut stop: Stop,
-    ) -> impl std::future::Future<Output = ()> + Send {
+    fn run(mut self, mut stream: Stream, mut stop: Stop) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let give_back = loop {
                 let reading = !self.ended && self.waiting.is_empty() && self.answers.has_room();
@@ -147,10 +140,10 @@ impl ReadLoop {
                     biased;
                     give_back = &mut stop => break give_back.ok(),
                     Some(done) = self.answers.next(), if self.answers.busy() => self.answers.answer(done).await,
-                    room = tx.reserve(), if !self.waiting.is_empty() => match (room, self.waiting.pop_front()) {
-                        (Ok(room), Some(push)) => room.send(push),
+                    moved = std::future::poll_fn(|cx| self.control.pushes.poll_push(cx, &mut self.waiting)),
+                        if !self.waiting.is_empty() => if moved.is_err() {
                         // The connection is gone: nothing more to read for.
-                        _ => break None,
+                        break None;
                     },
                     next = stream.next(), if reading => {
                         let outcome = match next {
@@ -176,7 +169,7 @@ impl ReadLoop {
                         Lane::Sending => sending.increment(1.0),
                         Lane::Quiet => sending.decrement(1.0),
                     }
-                    return self.start(stream, tx, stop);
+                    return self.start(stream, stop);
                 }
             };
             if self.lane == Lane::Sending {
