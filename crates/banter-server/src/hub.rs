@@ -3,9 +3,10 @@
 //!
 //! Each live connection registers a [`Link`]: its shared [`Control`], with a
 //! bounded queue into its task ([`crate::pushes`]) and a way to close it.
-//! Pushes never wait: when a connection's queue is full, a message hint is dropped and the connection is flagged `lagged`, so
-//! it re-reads its position from the store instead of the server buffering
-//! without bound. The store is the truth; pushes are only hints.
+//! Pushes never wait: when a connection's queue is full, a message hint is
+//! dropped and the connection is flagged `lagged`, so it re-reads its
+//! position from the store instead of the server buffering without bound.
+//! The store is the truth; pushes are only hints.
 
 use crate::maps::FastMap;
 use axum::extract::ws::Utf8Bytes;
