@@ -106,8 +106,7 @@ async fn large_group_acks_count_when_nothing_else_happens() {
     // Well past the ack timeout, with nothing else to wake the connection:
     // not pushed again, nor even counted as timed out.
     wb.expect_no("message", Duration::from_millis(1_000)).await;
-    let metrics = reqwest::get(format!("{}/metrics", s.base())).await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l == "delivery_retries_total 0"), "{metrics}");
+    assert_eq!(s.metric("delivery_retries_total").await, Some(0.0));
     wa.send_text_message(&conv, "m2", "two").await;
     assert_eq!(wb.expect("message").await["seq"], 2);
     wb.ack(&conv, 2).await;

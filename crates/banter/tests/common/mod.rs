@@ -125,14 +125,19 @@ impl Server {
         self.wait_for_gauge("websocket_connections", n).await;
     }
 
+    /// The value of the unlabelled metric `name` in `/metrics`, if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.base())).await.unwrap().text().await.unwrap();
+        let prefix = format!("{name} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok())
+    }
+
     /// Waits until the gauge `name` in `/metrics` reads `n`.
     pub async fn wait_for_gauge(&self, name: &str, n: u64) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        let prefix = format!("{name} ");
         loop {
-            let text = reqwest::get(format!("{}/metrics", self.base())).await.unwrap().text().await.unwrap();
-            let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.trim().to_owned());
-            if value.as_deref().and_then(|v| v.parse::<f64>().ok()) == Some(n as f64) {
+            let value = self.metric(name).await;
+            if value == Some(n as f64) {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {value:?}, not {n}");
