@@ -92,6 +92,17 @@ fn connections_are_established_and_held() {
     assert_eq!(r["established"], 60);
     assert_eq!(r["held"], 60);
     assert!(r["server_rss_after_bytes"].as_u64().is_some());
+    assert_eq!(r["processes"], 1);
+}
+
+#[test]
+fn connections_are_held_by_several_processes() {
+    let r =
+        bench(&["--spawn", "--scenario", "connections", "--connections", "61", "--duration", "1", "--processes", "3"]);
+    assert_eq!(r["processes"], 3);
+    assert_eq!(r["established"], 61);
+    assert_eq!(r["held"], 61);
+    assert!(r["server_rss_after_bytes"].as_u64().is_some());
 }
 
 #[test]

@@ -5,10 +5,13 @@
 //! Connections come from several loopback source addresses (127.0.0.1 to
 //! 127.0.0.8), so ephemeral ports never cap a run, and the bench raises its
 //! own open-file limit first. One process can hold only as many sockets as
-//! its open-file limit allows, which the run reports.
+//! its open-file limit allows, which the run reports: past that, worker
+//! processes of the bench hold them (`workers.rs`). With several `--url`s
+//! (the nodes of a cluster) the connections are spread over the nodes.
 
 use super::server;
 use super::setup;
+use super::workers::{self, Workers};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use futures_util::SinkExt;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -38,7 +41,9 @@ pub struct ConnectionsReport {
     pub held_seconds: u64,
     /// Connections still open at the end of the hold.
     pub held: usize,
-    /// The bench process's open-file limit (soft, hard) after raising it.
+    /// Processes of the bench that held them (see `workers.rs`).
+    pub processes: usize,
+    /// The open-file limit (soft, hard) of each process holding connections, after raising it.
     pub bench_open_file_limit: (u64, u64),
     pub server_rss_before_bytes: Option<u64>,
     pub server_rss_after_bytes: Option<u64>,
@@ -52,20 +57,49 @@ pub fn raise_open_files() -> (u64, u64) {
     rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0))
 }
 
-async fn server_rss(http: &reqwest::Client, base: &str, pid: Option<u32>) -> Option<u64> {
+/// The servers' resident memory together: from /proc for a spawned server,
+/// otherwise the sum of every node's `process_resident_memory_bytes`.
+async fn server_rss(http: &reqwest::Client, bases: &[String], pid: Option<u32>) -> Option<u64> {
     if let Some(pid) = pid {
         return server::rss_bytes(pid);
     }
-    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
+    let mut total = 0;
+    for base in bases {
+        let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())? as u64;
+    }
+    Some(total)
 }
 
-pub async fn run(base: &str, n: usize, hold: u64, pid: Option<u32>) -> anyhow::Result<ConnectionsReport> {
+/// What a run measured, in one process or over several.
+struct Measured {
+    processes: usize,
+    /// Open-file limit (soft, hard) of the processes holding the connections.
+    limit: (u64, u64),
+    established: usize,
+    establish_seconds: f64,
+    held: usize,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+}
+
+/// Runs the scenario: connection `i` goes to node `i % bases.len()`. With
+/// `processes` unset, as many processes hold them as their open-file limit
+/// needs; one process holds them in this one, more in worker processes.
+pub async fn run(
+    bases: &[String],
+    n: usize,
+    hold: u64,
+    pid: Option<u32>,
+    processes: Option<usize>,
+) -> anyhow::Result<ConnectionsReport> {
     let limit = raise_open_files();
+    let processes = processes.unwrap_or_else(|| n.div_ceil(workers::per_process(limit.0))).clamp(1, n.max(1));
     let http = reqwest::Client::new();
+    let base = &bases[0];
     let users = setup::accounts(&http, base, &setup::run_prefix(), n.div_ceil(DEVICES_PER_USER)).await?;
     eprintln!("logging in {n} devices");
     let tokens: Vec<String> = stream::iter(0..n)
@@ -73,72 +107,138 @@ pub async fn run(base: &str, n: usize, hold: u64, pid: Option<u32>) -> anyhow::R
         .buffered(32)
         .try_collect()
         .await?;
-    let target: SocketAddr = base.trim_start_matches("http://").parse()?;
-    let ws_url = format!("ws://{target}/v1/ws");
-    let rss_before = server_rss(&http, base, pid).await;
-    eprintln!("opening {n} connections");
-    let started = Instant::now();
-    let opened: Vec<_> = stream::iter(tokens.into_iter().enumerate())
-        .map(|(i, token)| open(target, ws_url.clone(), token, i))
+    let m = if processes == 1 {
+        let rss_before = server_rss(&http, bases, pid).await;
+        eprintln!("opening {n} connections");
+        let started = Instant::now();
+        let (sockets, failed, first_error) = open_all(bases, tokens.into_iter().enumerate().collect()).await?;
+        let establish_seconds = started.elapsed().as_secs_f64();
+        let established = sockets.len();
+        report_opened(established, failed, first_error.map(|e| format!("{e:#}")), limit, establish_seconds, hold);
+        let still_open = hold_open(sockets, Instant::now() + Duration::from_secs(hold)).await;
+        // Measured while the connections are still open.
+        let rss_after = server_rss(&http, bases, pid).await;
+        let held = still_open.len();
+        drop(still_open);
+        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after }
+    } else {
+        let mut shares: Vec<Vec<(usize, String)>> = vec![Vec::new(); processes];
+        for (i, token) in tokens.into_iter().enumerate() {
+            shares[i % processes].push((i, token));
+        }
+        eprintln!("starting {processes} worker processes");
+        let mut workers = Workers::start(bases, hold, shares).await?;
+        let rss_before = server_rss(&http, bases, pid).await;
+        eprintln!("opening {n} connections from {processes} processes");
+        let started = Instant::now();
+        let opened = workers.open().await?;
+        let establish_seconds = started.elapsed().as_secs_f64();
+        let established = opened.iter().map(|o| o.established).sum();
+        let failed = opened.iter().map(|o| o.failed).sum();
+        let limit = opened.first().map_or(limit, |o| o.open_file_limit);
+        let first_error = opened.into_iter().find_map(|o| o.first_error);
+        report_opened(established, failed, first_error, limit, establish_seconds, hold);
+        let held = workers.held().await?;
+        let rss_after = server_rss(&http, bases, pid).await;
+        workers.finish().await;
+        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after }
+    };
+    Ok(ConnectionsReport::new(n, hold, m))
+}
+
+fn report_opened(
+    established: usize,
+    failed: usize,
+    first_error: Option<String>,
+    limit: (u64, u64),
+    establish_seconds: f64,
+    hold: u64,
+) {
+    if let Some(e) = first_error {
+        eprintln!("{failed} connections failed; first error: {e} (open-file limit {limit:?})");
+    }
+    eprintln!("{established} connections established in {establish_seconds:.2} s; holding for {hold} s");
+}
+
+impl ConnectionsReport {
+    fn new(requested: usize, hold: u64, m: Measured) -> ConnectionsReport {
+        let per_connection = match (m.rss_before, m.rss_after) {
+            (Some(b), Some(a)) if m.established > 0 => Some((a as f64 - b as f64) / m.established as f64),
+            _ => None,
+        };
+        let report = ConnectionsReport {
+            requested,
+            established: m.established,
+            establish_seconds: m.establish_seconds,
+            establish_per_s: m.established as f64 / m.establish_seconds,
+            held_seconds: hold,
+            held: m.held,
+            processes: m.processes,
+            bench_open_file_limit: m.limit,
+            server_rss_before_bytes: m.rss_before,
+            server_rss_after_bytes: m.rss_after,
+            server_bytes_per_connection: per_connection,
+        };
+        println!(
+            "connections: {} of {} established in {:.2} s ({:.0}/s) by {} process{}; {} held for {} s; server {} per connection",
+            report.established,
+            requested,
+            report.establish_seconds,
+            report.establish_per_s,
+            m.processes,
+            if m.processes == 1 { "" } else { "es" },
+            report.held,
+            hold,
+            per_connection.map_or("?".to_owned(), |b| format!("{:.0} bytes", b))
+        );
+        report
+    }
+}
+
+/// Opens the connections of `share` (`(index, token)`), connection `i` to
+/// node `i % bases.len()` from the `i`-th source address; returns those
+/// open, how many failed, and the first error.
+pub(super) async fn open_all(
+    bases: &[String],
+    share: Vec<(usize, String)>,
+) -> anyhow::Result<(Vec<Ws>, usize, Option<anyhow::Error>)> {
+    let targets = bases
+        .iter()
+        .map(|b| Ok(b.trim_start_matches("http://").parse::<SocketAddr>()?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opened: Vec<_> = stream::iter(share)
+        .map(|(i, token)| {
+            let target = targets[i % targets.len()];
+            open(target, format!("ws://{target}/v1/ws"), token, i)
+        })
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect()
         .await;
-    let establish_seconds = started.elapsed().as_secs_f64();
-    let mut sockets = Vec::with_capacity(n);
-    let mut first_error = None;
+    let mut sockets = Vec::with_capacity(opened.len());
+    let (mut failed, mut first_error) = (0, None);
     for o in opened {
         match o {
             Ok(ws) => sockets.push(ws),
             Err(e) => {
+                failed += 1;
                 first_error.get_or_insert(e);
             }
         }
     }
-    let established = sockets.len();
-    if let Some(e) = first_error {
-        eprintln!("{} connections failed; first error: {e:#} (open-file limit {:?})", n - established, limit);
-    }
-    eprintln!("{established} connections established in {establish_seconds:.2} s; holding for {hold} s");
-    // Hold them idle, each heartbeating on its own schedule.
-    let deadline = Instant::now() + Duration::from_secs(hold);
+    Ok((sockets, failed, first_error))
+}
+
+/// Holds connections idle until `deadline`, each heartbeating on its own
+/// schedule; gives back those that stayed open.
+pub(super) async fn hold_open(sockets: Vec<Ws>, deadline: Instant) -> Vec<Ws> {
     let holders: Vec<_> = sockets.into_iter().map(|ws| tokio::spawn(idle(ws, deadline))).collect();
-    let mut still_open = Vec::with_capacity(established);
+    let mut still_open = Vec::with_capacity(holders.len());
     for h in holders {
         if let Ok(Some(ws)) = h.await {
             still_open.push(ws);
         }
     }
-    let held = still_open.len();
-    // Measured while the connections are still open.
-    let rss_after = server_rss(&http, base, pid).await;
-    drop(still_open);
-    let per_connection = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if established > 0 => Some((a as f64 - b as f64) / established as f64),
-        _ => None,
-    };
-    let report = ConnectionsReport {
-        requested: n,
-        established,
-        establish_seconds,
-        establish_per_s: established as f64 / establish_seconds,
-        held_seconds: hold,
-        held,
-        bench_open_file_limit: limit,
-        server_rss_before_bytes: rss_before,
-        server_rss_after_bytes: rss_after,
-        server_bytes_per_connection: per_connection,
-    };
-    println!(
-        "connections: {} of {} established in {:.2} s ({:.0}/s); {} held for {} s; server {} per connection",
-        established,
-        n,
-        establish_seconds,
-        report.establish_per_s,
-        held,
-        hold,
-        per_connection.map_or("?".to_owned(), |b| format!("{:.0} bytes", b))
-    );
-    Ok(report)
+    still_open
 }
 
 pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

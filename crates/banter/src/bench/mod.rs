@@ -18,6 +18,7 @@ mod server;
 mod setup;
 mod store;
 mod storm;
+mod workers;
 
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -55,7 +56,8 @@ pub enum Scenario {
 pub struct BenchArgs {
     /// Server to drive, e.g. http://127.0.0.1:8080. For the nodes of a cluster
     /// give several, comma-separated: the direct scenario then connects each
-    /// pair's sender and receiver to different nodes (other scenarios use the first).
+    /// pair's sender and receiver to different nodes, the connections
+    /// scenario spreads its connections over them, and the others use the first.
     #[arg(long, conflicts_with = "spawn")]
     pub url: Option<String>,
     /// Start a server of this binary on a temporary data directory.
@@ -104,6 +106,13 @@ pub struct BenchArgs {
     /// Connections scenario: connections to open (each is one device).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
+    /// Connections scenario: bench processes that hold the connections. By
+    /// default as many as their open-file limit needs (one if it allows all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub processes: Option<u64>,
+    /// Run as a worker process of the connections scenario (started by the bench itself).
+    #[arg(long, hide = true, requires = "url")]
+    pub worker: bool,
     /// Store scenario: active conversations.
     #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
@@ -122,6 +131,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
         eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
+    }
+    if args.worker {
+        let bases: Vec<String> = args.url.iter().flat_map(|u| u.split(',')).map(|u| u.trim().to_owned()).collect();
+        return workers::run(&bases, args.duration).await;
     }
     if let Scenario::History = args.scenario {
         let report = history::run(args.conversations, args.messages).await?;
@@ -147,7 +160,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let outcome = match args.scenario {
         Scenario::Offline => async { finish(&args, &offline::run(&base, args.messages).await?) }.await,
         Scenario::Connections => {
-            async { finish(&args, &connections::run(&base, args.connections, args.duration, pid).await?) }.await
+            async {
+                let processes = args.processes.map(|p| p as usize);
+                finish(&args, &connections::run(&bases, args.connections, args.duration, pid, processes).await?)
+            }
+            .await
         }
         Scenario::ReconnectStorm => async { finish(&args, &storm::run(&base, args.connections).await?) }.await,
         Scenario::Direct | Scenario::Group => {
