@@ -174,6 +174,11 @@ pub enum ServerFrame {
         window: u32,
         /// Extension: the largest frame the server accepts, in bytes.
         max_frame_bytes: usize,
+        /// Extension: conversations of more members than this keep no receipts.
+        receipts_up_to: u64,
+        /// Extension: how long a client may hold its ack of a message in a
+        /// conversation that keeps no receipts.
+        lazy_ack_ms: u64,
     },
     Sent {
         client_msg_id: String,

@@ -67,4 +67,11 @@ impl Config {
     pub fn heartbeat_interval(&self) -> Duration {
         self.presence_timeout / 3
     }
+
+    /// How long clients may hold their acks in conversations that keep no
+    /// receipts (above the fan-out threshold): a tenth of the ack timeout,
+    /// so a held ack comes long before the message would be pushed again.
+    pub fn lazy_ack(&self) -> Duration {
+        self.ack_timeout / 10
+    }
 }

@@ -131,6 +131,10 @@ fn group_on_both_sides_of_the_fanout_threshold() {
         assert_eq!(r["lost"], 0);
         assert_eq!(r["reordered"], 0);
         assert_eq!(r["delivered"].as_u64().unwrap(), r["sent_acknowledged"].as_u64().unwrap() * (m - 1));
+        // Above the threshold the receivers hold their acks as the welcome
+        // allows (a tenth of the 5 s ack timeout); below it they ack at once.
+        let lazy = if m > 8 { serde_json::json!(500) } else { serde_json::Value::Null };
+        assert_eq!(r["lazy_ack_ms"], lazy, "group of {members}");
     }
 }
 

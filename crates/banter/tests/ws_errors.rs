@@ -28,7 +28,9 @@ async fn hello_must_come_first_with_a_valid_token() {
 
 #[tokio::test]
 async fn welcome_carries_the_session_parameters() {
-    let s = Server::start(&["--ack-timeout-ms", "1234", "--presence-timeout-ms", "30000"]).await;
+    let s =
+        Server::start(&["--ack-timeout-ms", "1234", "--presence-timeout-ms", "30000", "--fanout-sync-threshold", "40"])
+            .await;
     let a = s.user("alice").await;
     let mut ws = Ws::open(s.addr).await;
     ws.send(json!({"type": "hello", "token": a.token})).await;
@@ -37,6 +39,9 @@ async fn welcome_carries_the_session_parameters() {
     assert_eq!(w["heartbeat_interval_ms"], 10000);
     assert!(w["server_time"].as_i64().unwrap() > 0);
     assert_eq!(w["window"], 256);
+    assert_eq!(w["max_frame_bytes"], 65536);
+    assert_eq!(w["receipts_up_to"], 40);
+    assert_eq!(w["lazy_ack_ms"], 123);
 }
 
 #[tokio::test]

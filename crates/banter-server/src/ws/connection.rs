@@ -316,6 +316,8 @@ fn session(
         server_time: crate::clock::now_ms(),
         window: state.config.delivery_window,
         max_frame_bytes: state.config.max_frame_bytes,
+        receipts_up_to: state.config.fanout_sync_threshold,
+        lazy_ack_ms: state.config.lazy_ack().as_millis() as u64,
     }));
     async move {
         // The welcome goes out before any answer the reader writes.

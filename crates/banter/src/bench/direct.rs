@@ -134,6 +134,7 @@ impl Tally {
             acked_sends_per_s: self.acked_in_window as f64 / secs,
             message_delivery_latency_ms: Percentiles::of(&self.latency),
             send_to_sent_ms: Percentiles::of(&self.send_to_sent),
+            lazy_ack_ms: None,
             server_rss_bytes: pid.and_then(server::rss_bytes),
             server_cpu_seconds: pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
             timeline: self.timeline.seconds(),
@@ -181,12 +182,40 @@ const READ_BUFFER: usize = 4 * 1024;
 
 /// Opens a WebSocket and completes the hello.
 pub(super) async fn connect(url: &str, token: &str) -> anyhow::Result<Ws> {
+    Ok(connect_with_hints(url, token).await?.0)
+}
+
+/// What a `welcome` tells a client about acknowledging (both extensions of the protocol).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct AckHints {
+    /// Conversations of more members keep no receipts.
+    pub receipts_up_to: Option<u64>,
+    /// How long a client may hold its ack of a message in such a conversation.
+    pub lazy_ack: Option<Duration>,
+}
+
+impl AckHints {
+    /// How long to hold acks in a conversation of `members` members, if at all.
+    pub fn lazy_for(&self, members: usize) -> Option<Duration> {
+        self.lazy_ack.filter(|_| self.receipts_up_to.is_some_and(|n| members as u64 > n))
+    }
+}
+
+/// Opens a connection, says hello, and reads the `welcome`'s ack hints.
+pub(super) async fn connect_with_hints(url: &str, token: &str) -> anyhow::Result<(Ws, AckHints)> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
     ws.send(Message::text(json!({"type": "hello", "token": token}).to_string())).await?;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => {
+                let w: serde_json::Value = serde_json::from_str(&t)?;
+                let hints = AckHints {
+                    receipts_up_to: w["receipts_up_to"].as_u64(),
+                    lazy_ack: w["lazy_ack_ms"].as_u64().map(Duration::from_millis),
+                };
+                return Ok((ws, hints));
+            }
             Some(Ok(_)) => continue,
             other => anyhow::bail!("no welcome: {other:?}"),
         }
@@ -229,7 +258,19 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, conv, delivered) = (Arc::clone(&pairs[p]), conversations[p].clone(), Arc::clone(&delivered));
         let again = redial(p + 1, &users[2 * p + 1].token);
-        recv_tasks.push(tokio::spawn(receive(ws, conv, pair, epoch, start, stop_at, drain_until, delivered, again)));
+        // Direct conversations keep receipts: their acks go at once.
+        recv_tasks.push(tokio::spawn(receive(
+            ws,
+            conv,
+            pair,
+            epoch,
+            start,
+            stop_at,
+            drain_until,
+            delivered,
+            again,
+            None,
+        )));
     }
     for (p, ws) in senders.into_iter().enumerate() {
         let (pair, conv) = (Arc::clone(&pairs[p]), conversations[p].clone());
@@ -259,9 +300,19 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
 /// would register a timer and take it out again.
 pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
     frames: &mut S,
-    mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
+    idle: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Option<Option<S::Item>> {
-    idle.as_mut().reset(Instant::now() + IDLE_CHECK);
+    next_or_idle_until(frames, idle, None).await
+}
+
+/// [`next_or_idle`], but waiting no later than `until` either.
+pub(super) async fn next_or_idle_until<S: futures_util::Stream + Unpin>(
+    frames: &mut S,
+    mut idle: std::pin::Pin<&mut tokio::time::Sleep>,
+    until: Option<Instant>,
+) -> Option<Option<S::Item>> {
+    let check = Instant::now() + IDLE_CHECK;
+    idle.as_mut().reset(until.map_or(check, |u| u.min(check)));
     tokio::select! {
         f = frames.next() => Some(f),
         _ = idle => None,
@@ -404,32 +455,41 @@ pub(super) async fn receive(
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
     mut redial: Option<Redial>,
+    lazy_ack: Option<Duration>,
 ) -> anyhow::Result<ReceiverStats> {
     let mut stats =
         ReceiverStats { samples: Samples::new(start), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
     let mut last_seq = 0u64;
     let mut acked = 0u64;
+    // When the oldest message not yet acknowledged arrived.
+    let mut unacked_since: Option<Instant> = None;
     let idle = idle_timer();
     tokio::pin!(idle);
     loop {
         if pair.done.load(Ordering::Acquire) && stats.received >= pair.confirmed.load(Ordering::Acquire) {
             break;
         }
-        // Acknowledge when the socket has nothing more ready, or every ACK_EVERY messages.
+        // Acknowledge when the socket has nothing more ready (in a
+        // conversation whose acks may wait, once the oldest unacknowledged
+        // message has waited `lazy_ack`), or every ACK_EVERY messages.
         let ready = ws.next().now_or_never();
         let frame = match ready {
             Some(f) => f,
             None => {
-                if last_seq > acked {
+                let due = lazy_ack.zip(unacked_since).map(|(wait, since)| since + wait);
+                if last_seq > acked && due.is_none_or(|d| Instant::now() >= d) {
                     let ack = ws.send(Message::text(format!(
                         r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#
                     )));
                     if ack.await.is_ok() {
                         acked = last_seq;
+                        unacked_since = None;
                     }
                 }
-                // Idle: wake now and then only to see whether the sender is done.
-                match next_or_idle(&mut ws, idle.as_mut()).await {
+                let until = if last_seq > acked { due } else { None };
+                // Idle: wake now and then only to see whether the sender is
+                // done, or when a held ack is due.
+                match next_or_idle_until(&mut ws, idle.as_mut(), until).await {
                     Some(f) => f,
                     None if Instant::now() > drain_until => break,
                     None => continue,
@@ -445,6 +505,7 @@ pub(super) async fn receive(
                 Some(r) => {
                     ws = r.dial().await?;
                     acked = 0;
+                    unacked_since = None;
                     continue;
                 }
                 None => break,
@@ -460,6 +521,7 @@ pub(super) async fn receive(
             stats.reordered += 1;
         }
         last_seq = m.seq;
+        unacked_since.get_or_insert(now);
         stats.received += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
         if now < stop_at {
@@ -476,6 +538,7 @@ pub(super) async fn receive(
                 ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last_seq}}}"#)));
             if ack.await.is_ok() {
                 acked = last_seq;
+                unacked_since = None;
             }
         }
     }

@@ -6,7 +6,7 @@
 //! Deliveries are counted per receiving device, so a group of M members
 //! turns each message into M − 1 acknowledged deliveries.
 
-use super::direct::{connect, receive, send, Pair, SenderStats, Tally};
+use super::direct::{connect, connect_with_hints, receive, send, Pair, SenderStats, Tally};
 use super::report::Report;
 use super::{server, setup, BenchArgs};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -36,7 +36,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let receiving = users.chunks(members).enumerate().flat_map(|(g, m)| m[1..].iter().map(move |u| (g, u)));
     let sockets: Vec<_> = stream::iter(receiving.map(|(g, u)| {
         let url = &ws_url;
-        async move { connect(url, &u.token).await.map(|ws| (g, ws)) }
+        async move { connect_with_hints(url, &u.token).await.map(|(ws, hints)| (g, ws, hints)) }
     }))
     .buffered(CONNECT_CONCURRENCY)
     .try_collect()
@@ -60,11 +60,16 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         inflight: args.inflight,
     };
     let sent = senders.run(plan);
+    // Acks of a group that keeps no receipts may wait, as the welcome says.
+    let lazy = sockets.first().and_then(|(_, _, hints)| hints.lazy_for(members)).filter(|_| !args.eager_acks);
+    if let Some(wait) = lazy {
+        eprintln!("receivers hold their acks up to {} ms (the welcome's lazy_ack_ms)", wait.as_millis());
+    }
     let receivers: Vec<_> = sockets
         .into_iter()
-        .map(|(g, ws)| {
+        .map(|(g, ws, _)| {
             let (pair, conv) = (Arc::clone(&pairs[g]), conversations[g].clone());
-            let task = receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None);
+            let task = receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None, lazy);
             (g, tokio::spawn(task))
         })
         .collect();
@@ -77,7 +82,9 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     for (g, t) in receivers {
         tally.receiver(t.await??, confirmed[g])?;
     }
-    Ok(tally.report(args, groups, groups * members, server_pid, cpu_before))
+    let mut report = tally.report(args, groups, groups * members, server_pid, cpu_before);
+    report.lazy_ack_ms = lazy.map(|wait| wait.as_millis() as u64);
+    Ok(report)
 }
 
 /// When and how the senders send.

@@ -119,6 +119,10 @@ pub struct BenchArgs {
     /// Store scenario: messages to append; offline scenario: the backlog.
     #[arg(long, default_value_t = 200_000)]
     pub messages: u64,
+    /// Group scenario: receivers acknowledge as soon as nothing more is waiting, even in a
+    /// group whose acks may wait (`lazy_ack_ms` of the welcome; see docs/protocol.md).
+    #[arg(long)]
+    pub eager_acks: bool,
     /// Seconds to wait for outstanding deliveries after sending stops.
     #[arg(long, default_value_t = 15)]
     pub drain: u64,

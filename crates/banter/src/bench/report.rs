@@ -144,6 +144,9 @@ pub struct Report {
     pub message_delivery_latency_ms: Percentiles,
     /// Send → `sent`.
     pub send_to_sent_ms: Percentiles,
+    /// How long receivers held their acks in a group that keeps no receipts
+    /// (the welcome's `lazy_ack_ms`); null where they acked as soon as nothing more was waiting.
+    pub lazy_ack_ms: Option<u64>,
     pub server_rss_bytes: Option<u64>,
     pub server_cpu_seconds: Option<f64>,
     /// Deliveries and latency percentiles per second.
