@@ -38,6 +38,15 @@ pub(crate) struct Welcome {
     /// The largest frame the server accepts, if it says.
     #[serde(default)]
     pub(crate) max_frame_bytes: Option<usize>,
+    /// The most unacknowledged messages in flight to this device, if it says.
+    #[serde(default)]
+    pub(crate) window: Option<u64>,
+    /// Conversations of more members keep no receipts, if it says.
+    #[serde(default)]
+    pub(crate) receipts_up_to: Option<u64>,
+    /// How long acks of those conversations may be held, if it says.
+    #[serde(default)]
+    pub(crate) lazy_ack_ms: Option<u64>,
 }
 
 impl Welcome {

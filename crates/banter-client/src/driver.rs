@@ -11,6 +11,7 @@
 use crate::backoff::Backoff;
 use crate::connection::{self, is_terminal, OpenError, Welcome, WsStream};
 use crate::event::Consumed;
+use crate::lazy::LazyAcks;
 use crate::outbox::{Outbox, OutboxEntry};
 use crate::sequencer::{Accepted, FillRequest, Origin, Sequencer};
 use crate::session::{CloseInfo, SessionOptions};
@@ -156,6 +157,11 @@ pub(crate) struct Driver {
     reads: HashMap<String, u64>,
     /// Acknowledgements waiting to be sent.
     acks: Acks,
+    /// Which conversations' acks may wait (groups above the fan-out threshold).
+    lazy: LazyAcks,
+    /// Where a fetch of the conversations' member counts reports, and its receiving end.
+    sizes_tx: mpsc::Sender<Vec<(String, u64)>>,
+    sizes_rx: mpsc::Receiver<Vec<(String, u64)>>,
     /// When refused sends are replayed.
     resend_at: Option<Instant>,
     /// The reconnection schedule.
@@ -166,6 +172,7 @@ impl Driver {
     /// A task ready to run.
     pub(crate) fn new(parts: Parts) -> Self {
         let (fills_tx, fills_rx) = mpsc::channel(FILL_QUEUE);
+        let (sizes_tx, sizes_rx) = mpsc::channel(1);
         let backoff = Backoff::new(parts.options.initial_backoff, parts.options.max_backoff);
         Driver {
             http: parts.http,
@@ -191,6 +198,9 @@ impl Driver {
             presence: BTreeSet::new(),
             reads: HashMap::new(),
             acks: Acks::default(),
+            lazy: LazyAcks::default(),
+            sizes_tx,
+            sizes_rx,
             resend_at: None,
             backoff,
         }
@@ -280,6 +290,10 @@ impl Driver {
         if let Some(limit) = welcome.max_frame_bytes {
             self.max_frame_bytes.store(limit, Ordering::Relaxed);
         }
+        self.lazy.connected(welcome.receipts_up_to, welcome.lazy_ack_ms, welcome.window);
+        if self.lazy.enabled() {
+            self.spawn_sizes();
+        }
         let heartbeat_every = welcome.heartbeat_interval();
         let idle_limit = heartbeat_every * IDLE_HEARTBEATS;
         self.emit(Event::Connected { user_id: welcome.user_id, device_id: welcome.device_id }).await;
@@ -315,6 +329,12 @@ impl Driver {
                 },
                 Some(report) = self.fills_rx.recv() => {
                     self.on_fill(report).await;
+                    Ok(())
+                }
+                Some(sizes) = self.sizes_rx.recv() => {
+                    for (conversation_id, member_count) in sizes {
+                        self.lazy.learn(&conversation_id, member_count);
+                    }
                     Ok(())
                 }
                 _ = self.consumed.notify.notified() => {
@@ -417,6 +437,7 @@ impl Driver {
             ws.feed(Message::Text(frame)).await.map_err(lost)?;
             wrote = true;
         }
+        self.lazy.flushed(self.unconsumed.keys());
         if wrote {
             ws.flush().await.map_err(lost)?;
         }
@@ -478,7 +499,10 @@ impl Driver {
                 self.emit(Event::Typing { conversation_id, user_id }).await;
             }
             ServerFrame::Presence(presence) => self.emit(Event::Presence(presence)).await,
-            ServerFrame::Conversation { conversation } => self.emit(Event::Conversation(conversation)).await,
+            ServerFrame::Conversation { conversation } => {
+                self.lazy.learn(&conversation.conversation_id, conversation.member_count);
+                self.emit(Event::Conversation(conversation)).await
+            }
             ServerFrame::HeartbeatAck { .. } | ServerFrame::Welcome { .. } => {}
         }
         Ok(())
@@ -517,11 +541,12 @@ impl Driver {
         if let Some(e) = error {
             tracing::error!(error = %e, conversation_id, "local history failed; those messages stay unacknowledged");
         }
+        let taken = deliver.len() as u64;
         for message in deliver {
             self.deliver(message).await;
         }
         if advanced || duplicate {
-            self.schedule_ack(conversation_id, duplicate);
+            self.schedule_ack(conversation_id, duplicate, taken);
         }
         if let Some(request) = fill {
             self.spawn_fill(request);
@@ -541,15 +566,18 @@ impl Driver {
     }
 
     /// Gathers an acknowledgement of a conversation into the current batch;
-    /// `force` repeats it even if the seq was already acknowledged.
-    fn schedule_ack(&mut self, conversation_id: &str, force: bool) {
+    /// `force` repeats it even if the seq was already acknowledged; `taken`
+    /// messages of it were just handed to the application.
+    fn schedule_ack(&mut self, conversation_id: &str, force: bool, taken: u64) {
         match self.acks.dirty.get_mut(conversation_id) {
             Some(forced) => *forced |= force,
             None => {
                 self.acks.dirty.insert(conversation_id.to_owned(), force);
             }
         }
-        self.acks.due.get_or_insert_with(|| Instant::now() + self.options.ack_delay);
+        // A group that keeps no receipts may wait longer; the earliest due time wins.
+        let due = Instant::now() + self.lazy.delay(conversation_id, force, taken, self.options.ack_delay);
+        self.acks.due = Some(self.acks.due.map_or(due, |d| d.min(due)));
     }
 
     /// Schedules acknowledgements for the conversations whose messages the
@@ -557,7 +585,7 @@ impl Driver {
     fn acknowledge_consumed(&mut self) {
         let waiting: Vec<String> = self.unconsumed.keys().cloned().collect();
         for conversation_id in waiting {
-            self.schedule_ack(&conversation_id, false);
+            self.schedule_ack(&conversation_id, false, 0);
         }
     }
 
@@ -597,10 +625,27 @@ impl Driver {
             feed(ws, &ClientFrame::Ack { conversation_id, seq }).await?;
             wrote = true;
         }
+        self.lazy.flushed(self.unconsumed.keys());
         if wrote {
             ws.flush().await.map_err(lost)?;
         }
         Ok(())
+    }
+
+    /// Starts fetching the member counts of the user's conversations, so
+    /// that acks of groups that keep no receipts may wait. A failed fetch
+    /// only means those acks go promptly, as any other.
+    fn spawn_sizes(&mut self) {
+        let (http, sizes) = (self.http.clone(), self.sizes_tx.clone());
+        self.fills.spawn(async move {
+            match http.conversations().await {
+                Ok(list) => {
+                    let counts = list.into_iter().map(|c| (c.conversation_id, c.member_count)).collect();
+                    let _ = sizes.send(counts).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "conversation sizes not fetched; acks go promptly"),
+            }
+        });
     }
 
     /// Starts fetching a gap from the history endpoint.

@@ -37,6 +37,7 @@ mod error;
 mod event;
 mod history;
 mod http;
+mod lazy;
 mod outbox;
 mod sequencer;
 mod session;

@@ -66,6 +66,10 @@ async fn serve_history(mut stream: TcpStream, last: u64) {
     }
     let line = String::from_utf8_lossy(&request).lines().next().unwrap().to_owned();
     let path = line.split(' ').nth(1).unwrap();
+    if path == "/v1/conversations" {
+        // The session asks for its conversations' sizes when acks may wait.
+        return answer(&mut stream, &json!({"conversations": [group_c1(3)]}).to_string()).await;
+    }
     assert!(path.starts_with("/v1/conversations/c1/messages?"), "unexpected request {line}");
     let url = url::Url::parse(&format!("http://x{path}")).unwrap();
     let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.parse::<u64>().unwrap());
@@ -73,6 +77,11 @@ async fn serve_history(mut stream: TcpStream, last: u64) {
     let upto = last.min(after + limit);
     let messages: Vec<Value> = (after + 1..=upto).map(message).collect();
     let body = json!({"messages": messages, "has_more": upto < last}).to_string();
+    answer(&mut stream, &body).await;
+}
+
+/// Writes a 200 answer with a JSON `body`.
+async fn answer(stream: &mut TcpStream, body: &str) {
     let answer = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -95,13 +104,27 @@ async fn next_frame(ws: &mut ServerWs) -> Value {
 
 /// Accepts the next connection and completes its `hello`/`welcome`.
 async fn accept(connections: &mut mpsc::Receiver<ServerWs>) -> ServerWs {
+    accept_with(connections, json!({})).await
+}
+
+/// [`accept`], with `extra` fields in the `welcome` (or other values for its own).
+async fn accept_with(connections: &mut mpsc::Receiver<ServerWs>, extra: Value) -> ServerWs {
     let mut ws = tokio::time::timeout(PATIENCE, connections.recv()).await.expect("a connection in time").unwrap();
     let hello = next_frame(&mut ws).await;
     assert_eq!(hello, json!({"type": "hello", "token": "t0k"}));
-    let welcome = json!({"type": "welcome", "user_id": "alice", "device_id": "d1", "heartbeat_interval_ms": 20_000,
+    let mut welcome = json!({"type": "welcome", "user_id": "alice", "device_id": "d1", "heartbeat_interval_ms": 20_000,
         "ack_timeout_ms": 5000, "server_time": 1, "window": 256, "max_frame_bytes": 65536});
+    for (k, v) in extra.as_object().unwrap() {
+        welcome[k] = v.clone();
+    }
     push(&mut ws, welcome).await;
     ws
+}
+
+/// The conversation object of group `c1` with `members` members.
+fn group_c1(members: u64) -> Value {
+    json!({"conversation_id": "c1", "kind": "group", "member_count": members, "last_seq": 0, "read_seq": 0,
+        "created_at": 1})
 }
 
 /// Sends one frame to the client.
@@ -139,6 +162,44 @@ async fn next_message_seq(events: &mut Events) -> u64 {
         Event::Message(m) => m.seq,
         other => panic!("expected a message, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn acks_of_a_group_that_keeps_no_receipts_wait() {
+    let (base, mut connections) = start(0).await;
+    let http = HttpClient::new(&base).unwrap().with_token("t0k");
+    let connecting = tokio::spawn(Session::connect(http, SessionOptions::default()));
+    // Groups above 2 members keep no receipts; their acks may wait a minute; the window is 64.
+    let mut ws = accept_with(&mut connections, json!({"window": 64, "receipts_up_to": 2, "lazy_ack_ms": 60_000})).await;
+    let (_session, mut events) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Event::Connected { .. }));
+    push(&mut ws, json!({"type": "conversation", "conversation": group_c1(3)})).await;
+    assert!(matches!(next_event(&mut events).await, Event::Conversation(_)));
+
+    // Well past the session's own 10 ms, the first message is not acknowledged ...
+    push_message(&mut ws, 1).await;
+    assert_eq!(next_message_seq(&mut events).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... nor the next ones, until a quarter of the window is held: then one ack covers them.
+    for seq in 2..=16 {
+        push_message(&mut ws, seq).await;
+        assert_eq!(next_message_seq(&mut events).await, seq);
+    }
+    let first = next_frame(&mut ws).await;
+    assert_eq!((first["type"].as_str(), first["conversation_id"].as_str()), (Some("ack"), Some("c1")), "{first}");
+    // 16, or 15 should the ack have gone before the application took the last one.
+    let first = first["seq"].as_u64().unwrap();
+    assert!(first >= 15, "the first ack, of {first}, did not wait");
+    if first < 16 {
+        assert_eq!(next_frame(&mut ws).await, json!({"type": "ack", "conversation_id": "c1", "seq": 16}));
+    }
+
+    // Once the group has only two members, its acks go at once again.
+    push(&mut ws, json!({"type": "conversation", "conversation": group_c1(2)})).await;
+    assert!(matches!(next_event(&mut events).await, Event::Conversation(_)));
+    push_message(&mut ws, 17).await;
+    assert_eq!(next_message_seq(&mut events).await, 17);
+    assert_eq!(next_frame(&mut ws).await, json!({"type": "ack", "conversation_id": "c1", "seq": 17}));
 }
 
 #[tokio::test]
