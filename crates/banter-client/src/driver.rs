@@ -437,7 +437,6 @@ impl Driver {
             ws.feed(Message::Text(frame)).await.map_err(lost)?;
             wrote = true;
         }
-        self.lazy.flushed(self.unconsumed.keys());
         if wrote {
             ws.flush().await.map_err(lost)?;
         }
