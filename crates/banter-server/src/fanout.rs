@@ -8,7 +8,9 @@
 //! ([`FANOUT_PUSHES`]), since one message to 10,000 members is 10,000 pushes.
 //! A job takes room for a push per member when it is queued; the pushes the
 //! worker makes keep it until each connection has handled its push (or the
-//! push was dropped). So the bound covers the jobs waiting and the pushes
+//! push was dropped); a connection gives back the units of the pushes it
+//! handled in one turn of its loop together, since every give-back takes the
+//! semaphore's lock. So the bound covers the jobs waiting and the pushes
 //! waiting in connections' channels, and when it is reached new sends to
 //! large groups wait for room (backpressure): a sender cannot run ahead of
 //! delivery by more than the bound.
@@ -65,6 +67,13 @@ impl Fanout {
             Err(_) => return,
         }
         let _ = self.tx.send(Queued { job, room }).await;
+    }
+
+    /// Gives back `units` of room, taken over from handled pushes ([`MessagePush::handle`]).
+    pub fn give_back(&self, units: usize) {
+        if units > 0 {
+            self.room.add_permits(units);
+        }
     }
 
     /// The worker: pushes each queued message to every member device.

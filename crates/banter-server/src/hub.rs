@@ -44,27 +44,30 @@ pub struct Stored {
 /// A stored message pushed to one connection. A push of the fan-out queue
 /// holds one unit of the queue's room ([`crate::fanout::FANOUT_PUSHES`])
 /// until the connection has handled it or it is dropped, so the queue's
-/// bound covers the pushes waiting in connections' channels too.
+/// bound covers the pushes waiting in connections' channels too. Dropped,
+/// it gives its unit back; a connection that handles it takes the unit
+/// over instead ([`MessagePush::handle`]) and gives back the units of a
+/// whole turn at once, since each give-back takes the room's lock.
 #[derive(Debug)]
-pub struct MessagePush(Arc<Stored>);
+pub struct MessagePush(Option<Arc<Stored>>);
 
 impl MessagePush {
     pub fn new(message: Arc<Stored>) -> MessagePush {
-        MessagePush(message)
+        MessagePush(Some(message))
     }
-}
 
-impl std::ops::Deref for MessagePush {
-    type Target = Stored;
-
-    fn deref(&self) -> &Stored {
-        &self.0
+    /// The message, and whether it holds a unit of the fan-out room, which
+    /// the caller now owes the room ([`crate::fanout::Fanout::give_back`]).
+    pub fn handle(mut self) -> (Arc<Stored>, bool) {
+        let message = self.0.take().expect("a push holds its message until handled");
+        let owes = message.room.is_some();
+        (message, owes)
     }
 }
 
 impl Drop for MessagePush {
     fn drop(&mut self) {
-        if let Some(room) = &self.0.room {
+        if let Some(room) = self.0.as_ref().and_then(|m| m.room.as_ref()) {
             room.add_permits(1);
         }
     }

@@ -256,6 +256,23 @@ struct Connection {
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
     reported: (u64, u64),
+    /// Units of the fan-out room taken over from the pushes of this turn,
+    /// given back together at its end (and when the connection is dropped).
+    room_owed: usize,
+}
+
+impl Connection {
+    /// Gives the fan-out room taken over from handled pushes back.
+    fn give_back_room(&mut self) {
+        self.state.fanout.give_back(std::mem::take(&mut self.room_owed));
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Whatever way the connection ends, no unit of the room is lost.
+        self.give_back_room();
+    }
 }
 
 /// Registers the device and runs its connection until it closes.
@@ -307,6 +324,7 @@ fn session(
         close: None,
         gone: false,
         reported: (0, 0),
+        room_owed: 0,
     };
     c.out.push(frame(&ServerFrame::Welcome {
         user_id: auth.user_id.to_string(),
@@ -420,6 +438,7 @@ impl Connection {
                             None => break,
                         }
                     }
+                    self.give_back_room();
                 }
                 _ = &mut timer => {
                     // Nothing timed out that a held ack covers.
@@ -468,6 +487,8 @@ impl Connection {
     async fn on_push(&mut self, push: Push, now: Now) {
         match push {
             Push::Message(m) => {
+                let (m, owes) = m.handle();
+                self.room_owed += usize::from(owes);
                 let own = m.origin == Some(self.auth.device_id);
                 match self.delivery.on_live(m.conversation_id, m.seq, own, now.at) {
                     Live::Send => {
