@@ -136,6 +136,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
         eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
     }
+    if args.processes.is_some() && !matches!(args.scenario, Scenario::Connections) {
+        eprintln!("note: --processes is ignored: it applies to the connections scenario only");
+    }
+    if args.eager_acks && !matches!(args.scenario, Scenario::Group) {
+        eprintln!("note: --eager-acks is ignored: only the group scenario holds acks");
+    }
     if args.worker {
         let bases: Vec<String> = args.url.iter().flat_map(|u| u.split(',')).map(|u| u.trim().to_owned()).collect();
         return workers::run(&bases, args.duration).await;
