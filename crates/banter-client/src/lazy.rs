@@ -10,6 +10,7 @@
 //! one. Every other ack goes after the session's own short delay. This is
 //! pure logic; the driver asks it how long each ack may wait.
 
+use banter_proto::frame::keeps_receipts;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ impl LazyAcks {
 
     /// Records the member count of a conversation.
     pub(crate) fn learn(&mut self, conversation_id: &str, member_count: u64) {
-        if self.receipts_up_to.is_some_and(|n| member_count > n) {
+        if self.receipts_up_to.is_some_and(|n| !keeps_receipts(member_count, n)) {
             self.large.insert(conversation_id.to_owned());
         } else {
             self.large.remove(conversation_id);

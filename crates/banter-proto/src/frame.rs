@@ -144,6 +144,14 @@ pub fn content_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Whether a conversation of `member_count` members keeps receipts, given
+/// the `receipts_up_to` of the `welcome` (the fan-out threshold). One that
+/// does not sends no `receipt` or `typing` frames, and its acks may wait
+/// (docs/protocol.md, "Acknowledging a large group").
+pub fn keeps_receipts(member_count: u64, receipts_up_to: u64) -> bool {
+    member_count <= receipts_up_to
+}
+
 /// Presence of one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,7 +5,7 @@ use super::Event;
 use crate::fanout::{push_message, Job};
 use crate::hub::{Frame, Push, Stored};
 use crate::state::AppState;
-use banter_proto::frame::ReceiptKind;
+use banter_proto::frame::{keeps_receipts, ReceiptKind};
 use banter_proto::ServerFrame;
 use banter_store::{ConversationId, DeviceId, UserId};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ pub fn disconnected(state: &AppState, user: UserId) {
 /// no receipts are kept.
 pub async fn receipt(state: &AppState, user: UserId, conversation: ConversationId, kind: ReceiptKind, seq: u64) {
     let Ok(members) = state.members.get(state.store.as_ref(), conversation).await else { return };
-    if members.len() as u64 > state.config.fanout_sync_threshold {
+    if !keeps_receipts(members.len() as u64, state.config.fanout_sync_threshold) {
         return;
     }
     let receipt = crate::hub::frame(

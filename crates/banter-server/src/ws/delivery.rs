@@ -18,6 +18,7 @@
 //! A timed-out conversation is rewound to its cursor and streamed again.
 
 use crate::maps::FastMap;
+use banter_proto::frame::keeps_receipts;
 use banter_store::{ConversationId, Cursor};
 use std::collections::VecDeque;
 use tokio::time::{Duration, Instant};
@@ -128,7 +129,7 @@ impl Delivery {
 
     /// Adds a conversation from its stored cursor, or refreshes a known one.
     pub fn track(&mut self, cursor: Cursor) {
-        let receipts = cursor.member_count <= self.receipts_up_to;
+        let receipts = keeps_receipts(cursor.member_count, self.receipts_up_to);
         if !receipts && !self.convs.contains_key(&cursor.conversation_id) {
             self.lazy_version += 1;
         }

@@ -11,7 +11,7 @@
 use super::progress::{Progress, Recent};
 use super::report::{distribution, histogram, Percentiles, Report, Samples, Timeline};
 use super::{server, setup, BenchArgs};
-use banter_proto::frame::{content_text, MessageHead};
+use banter_proto::frame::{content_text, keeps_receipts, MessageHead};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -197,7 +197,7 @@ pub(super) struct AckHints {
 impl AckHints {
     /// How long to hold acks in a conversation of `members` members, if at all.
     pub fn lazy_for(&self, members: usize) -> Option<Duration> {
-        self.lazy_ack.filter(|_| self.receipts_up_to.is_some_and(|n| members as u64 > n))
+        self.lazy_ack.filter(|_| self.receipts_up_to.is_some_and(|n| !keeps_receipts(members as u64, n)))
     }
 }
 

@@ -143,8 +143,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("note: --eager-acks is ignored: only the group scenario holds acks");
     }
     if args.worker {
-        let bases: Vec<String> = args.url.iter().flat_map(|u| u.split(',')).map(|u| u.trim().to_owned()).collect();
-        return workers::run(&bases, args.duration).await;
+        return workers::run(&urls(args.url.as_deref().unwrap_or_default()), args.duration).await;
     }
     if let Scenario::History = args.scenario {
         let report = history::run(args.conversations, args.messages).await?;
@@ -161,7 +160,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
     let bases: Vec<String> = match (&args.url, &spawned) {
-        (Some(u), _) => u.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).collect(),
+        (Some(u), _) => urls(u),
         (None, Some(s)) => vec![s.base.clone()],
         (None, None) => anyhow::bail!("give --url URL or --spawn"),
     };
@@ -199,6 +198,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         s.stop().await;
     }
     outcome
+}
+
+/// The servers of a comma-separated `--url`.
+fn urls(list: &str) -> Vec<String> {
+    list.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).collect()
 }
 
 /// What a scenario checked: the run fails (exits non-zero) when this does.

@@ -65,9 +65,7 @@ impl Worker {
     /// Writes `text` (whole lines) to the worker's input.
     async fn write(&mut self, text: &str) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| anyhow::anyhow!("worker input closed"))?;
-        stdin.write_all(text.as_bytes()).await?;
-        stdin.flush().await?;
-        Ok(())
+        write_flushed(stdin, text).await
     }
 }
 
@@ -171,9 +169,14 @@ pub async fn run(bases: &[String], hold: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes one line to the parent.
 async fn say(out: &mut tokio::io::Stdout, line: &str) -> anyhow::Result<()> {
-    out.write_all(line.as_bytes()).await?;
-    out.write_all(b"\n").await?;
-    out.flush().await?;
+    write_flushed(out, &format!("{line}\n")).await
+}
+
+/// Writes `text` and flushes it, so the other side reads it now.
+async fn write_flushed(to: &mut (impl tokio::io::AsyncWrite + Unpin), text: &str) -> anyhow::Result<()> {
+    to.write_all(text.as_bytes()).await?;
+    to.flush().await?;
     Ok(())
 }
