@@ -22,6 +22,9 @@ pub struct Config {
     pub presence_grace: Duration,
     /// Groups up to this many members are fanned out on the send path; larger ones through the queue.
     pub fanout_sync_threshold: u64,
+    /// Most pushes of the fan-out queue made or waiting and not yet handled
+    /// by connections; beyond it, large groups' messages wait in the store.
+    pub fanout_max_pushes: usize,
     /// Most unacknowledged messages in flight to one device.
     pub delivery_window: u32,
     /// Largest accepted WebSocket frame, in bytes; larger ones close the connection with 1009.
@@ -50,6 +53,7 @@ impl Default for Config {
             presence_timeout: Duration::from_millis(60_000),
             presence_grace: Duration::from_millis(2_000),
             fanout_sync_threshold: 500,
+            fanout_max_pushes: crate::fanout::FANOUT_PUSHES,
             delivery_window: 256,
             max_frame_bytes: banter_proto::limits::DEFAULT_MAX_FRAME_BYTES,
             rate_limit_per_sec: 1_000,

@@ -1,30 +1,48 @@
-//! The asynchronous fan-out queue for groups above the sync threshold.
+//! The asynchronous fan-out for groups above the sync threshold.
 //!
 //! A bounded queue of jobs, each one stored message to push to every member
-//! device, drained by a worker task. The sender's `sent` goes out before the
-//! job runs, so it does not wait on delivery to a large group.
+//! device, drained by a worker task. Offering a job never waits, so a
+//! sender's `sent` waits on the store alone, whatever the size of the group
+//! and however far its delivery is behind.
 //!
 //! The queue is bounded twice: in jobs ([`FANOUT_QUEUE`]), and in pushes
-//! ([`FANOUT_PUSHES`]), since one message to 10,000 members is 10,000 pushes.
+//! (`--fanout-max-pushes`, [`FANOUT_PUSHES`] by default), since one message to 10,000 members is 10,000 pushes.
 //! A job takes room for a push per member when it is queued; the pushes the
 //! worker makes keep it until each connection has handled its push (or the
 //! push was dropped); a connection gives back the units of the pushes it
 //! handled in one turn of its loop together, since every give-back takes the
 //! semaphore's lock. So the bound covers the jobs waiting and the pushes
-//! waiting in connections' channels, and when it is reached new sends to
-//! large groups wait for room (backpressure): a sender cannot run ahead of
-//! delivery by more than the bound.
+//! waiting in connections' channels.
+//!
+//! A message that finds no room is not held in memory: its conversation is
+//! marked behind, with the range of seqs the queue did not take (one entry
+//! per conversation, [`Behind`]), and every later message of that
+//! conversation joins the range instead of the queue, so its messages still
+//! go out in order. When the queue has no job left that was waiting before,
+//! the worker reads the range from the store a page at a time
+//! ([`CATCH_UP_PAGE`]), serializes each message once and pushes it like a
+//! queued one, waiting for room as it goes; once it has caught up, the
+//! conversation's messages take the queue again. The store is the truth, so
+//! the backlog lives there, and the sender is held back only by the store.
 
 use crate::hub::{MessagePush, Push, Stored};
+use crate::maps::FastMap;
 use crate::state::AppState;
-use banter_store::UserId;
+use banter_store::{ConversationId, SeqRange, UserId};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// Capacity of the fan-out queue, in jobs.
 pub const FANOUT_QUEUE: usize = 1_024;
-/// Capacity of the fan-out queue, in pushes made and not yet handled.
+/// Capacity of the fan-out queue, in pushes made and not yet handled, by
+/// default (`--fanout-max-pushes`).
 pub const FANOUT_PUSHES: usize = 200_000;
+/// Messages of a conversation that is behind read from the store at once.
+pub const CATCH_UP_PAGE: usize = 64;
+/// Wait before reading the store again after a read failed.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// One stored message to push to every member device.
 #[derive(Debug)]
@@ -40,6 +58,22 @@ struct Queued {
     room: usize,
 }
 
+/// The seqs of a conversation that the queue did not take: stored, not yet pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Behind {
+    from: u64,
+    up_to: u64,
+}
+
+/// The conversations that are behind, taken in turn.
+#[derive(Debug, Default)]
+struct BehindSet {
+    ranges: FastMap<ConversationId, Behind>,
+    /// Each conversation of `ranges` once; the worker serves the front and
+    /// moves it to the back while it stays behind, so none starves another.
+    turns: VecDeque<ConversationId>,
+}
+
 /// The queue's sending side; the receiver is taken by [`Fanout::run`].
 #[derive(Debug)]
 pub struct Fanout {
@@ -47,26 +81,65 @@ pub struct Fanout {
     rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     /// Room for pushes: one unit per member of a queued job, then per push made until it is handled.
     room: Arc<Semaphore>,
-}
-
-impl Default for Fanout {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(FANOUT_QUEUE);
-        Fanout { tx, rx: Mutex::new(Some(rx)), room: Arc::new(Semaphore::new(FANOUT_PUSHES)) }
-    }
+    /// The room's size.
+    max_pushes: usize,
+    /// Conversations whose messages found no room, pushed from the store by the worker.
+    behind: Mutex<BehindSet>,
+    /// Wakes the worker when a conversation falls behind.
+    fell_behind: Notify,
 }
 
 impl Fanout {
-    /// Queues a job, waiting while the queue is full.
-    pub async fn enqueue(&self, job: Job) {
-        metrics::gauge!("fanout_queue_depth").set((FANOUT_QUEUE - self.tx.capacity()) as f64);
-        // A group larger than the whole bound takes all of it; the worker takes the rest.
-        let room = job.members.len().clamp(1, FANOUT_PUSHES);
-        match self.room.acquire_many(room as u32).await {
-            Ok(p) => p.forget(),
-            Err(_) => return,
+    /// A queue whose pushes in flight are bounded by `max_pushes`
+    /// (`Config::fanout_max_pushes`, [`FANOUT_PUSHES`] by default).
+    pub fn new(max_pushes: usize) -> Fanout {
+        let (tx, rx) = mpsc::channel(FANOUT_QUEUE);
+        let max_pushes = max_pushes.clamp(1, Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        Fanout {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            room: Arc::new(Semaphore::new(max_pushes)),
+            max_pushes,
+            behind: Mutex::default(),
+            fell_behind: Notify::new(),
         }
-        let _ = self.tx.send(Queued { job, room }).await;
+    }
+
+    /// Queues a job, or, when the queue has no room for it, adds its message
+    /// to its conversation's range to push from the store. Never waits.
+    pub fn offer(&self, job: Job) {
+        let (conversation, seq) = (job.message.conversation_id, job.message.seq);
+        // Held while queueing, so a conversation leaves the map only when no
+        // message of it can be on its way into the queue instead.
+        let mut behind = self.behind.lock().expect("fanout lock");
+        if let Some(range) = behind.ranges.get_mut(&conversation) {
+            range.from = range.from.min(seq);
+            range.up_to = range.up_to.max(seq);
+            return;
+        }
+        // A group larger than the whole bound takes all of it; the worker takes the rest.
+        let room = job.members.len().clamp(1, self.max_pushes);
+        let queued = match self.room.try_acquire_many(room as u32) {
+            Ok(permit) => {
+                permit.forget();
+                match self.tx.try_send(Queued { job, room }) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        self.room.add_permits(room);
+                        false
+                    }
+                }
+            }
+            Err(_) => false,
+        };
+        metrics::gauge!("fanout_queue_depth").set((FANOUT_QUEUE - self.tx.capacity()) as f64);
+        if !queued {
+            behind.ranges.insert(conversation, Behind { from: seq, up_to: seq });
+            behind.turns.push_back(conversation);
+            metrics::gauge!("fanout_conversations_behind").set(behind.ranges.len() as f64);
+            drop(behind);
+            self.fell_behind.notify_one();
+        }
     }
 
     /// Gives back `units` of room, taken over from handled pushes ([`MessagePush::handle`]).
@@ -76,40 +149,134 @@ impl Fanout {
         }
     }
 
-    /// The worker: pushes each queued message to every member device.
+    /// The conversation whose turn it is among those behind, if any.
+    fn next_behind(&self) -> Option<(ConversationId, Behind)> {
+        let behind = self.behind.lock().expect("fanout lock");
+        let conversation = *behind.turns.front()?;
+        Some((conversation, *behind.ranges.get(&conversation)?))
+    }
+
+    /// Records that `range` of `conversation`, the front of the turns, was
+    /// pushed up to `pushed`; the conversation takes the queue again once
+    /// nothing is left, and otherwise waits for its next turn.
+    fn caught_up(&self, conversation: ConversationId, range: Behind, pushed: Option<u64>) {
+        let mut behind = self.behind.lock().expect("fanout lock");
+        let BehindSet { ranges, turns } = &mut *behind;
+        let done = ranges.get_mut(&conversation).is_none_or(|now| {
+            match pushed {
+                // A message below the range that arrived meanwhile (sends
+                // stored together may be offered in either order) stays in it.
+                Some(seq) if now.from == range.from => now.from = seq + 1,
+                Some(_) => {}
+                // Nothing stored from there on (the conversation was deleted): stop.
+                None => now.from = now.up_to + 1,
+            }
+            now.from > now.up_to
+        });
+        // Only the worker takes turns, so the front is still this conversation.
+        turns.pop_front();
+        if done {
+            ranges.remove(&conversation);
+        } else {
+            turns.push_back(conversation);
+        }
+        metrics::gauge!("fanout_conversations_behind").set(ranges.len() as f64);
+    }
+
+    /// The worker: pushes each queued message to every member device, and
+    /// the messages of conversations that are behind from the store.
     pub async fn run(state: Arc<AppState>) {
         let Some(mut rx) = state.fanout.rx.lock().expect("fanout lock").take() else { return };
-        let room = Arc::clone(&state.fanout.room);
+        let fanout = &state.fanout;
         loop {
-            let Queued { job, room: taken } = tokio::select! {
-                job = rx.recv() => match job { Some(j) => j, None => return },
-                _ = state.shutdown.cancelled() => return,
-            };
-            metrics::gauge!("fanout_queue_depth").set(rx.len() as f64);
-            let message = Arc::new(Stored { room: Some(Arc::clone(&room)), ..(*job.message).clone() });
-            let made = push_message(&state, &job.members, &message);
-            // Each push made holds one unit from now on: give back what the
-            // job took beyond them (members not connected), or take what
-            // more devices need, waiting while the bound is reached (in steps
-            // of at most the bound, so a group larger than it still goes out).
-            if made < taken {
-                room.add_permits(taken - made);
-            }
-            let mut left = made.saturating_sub(taken);
-            while left > 0 {
-                let step = left.min(FANOUT_PUSHES);
-                tokio::select! {
-                    taken = room.acquire_many(step as u32) => match taken {
-                        Ok(p) => p.forget(),
-                        Err(_) => return,
-                    },
-                    _ = state.shutdown.cancelled() => return,
+            // The jobs queued now go first: a conversation's jobs queued
+            // before it fell behind must go out before its range.
+            for _ in 0..rx.len() {
+                let Ok(Queued { job, room }) = rx.try_recv() else { break };
+                if !push_job(&state, job, room).await {
+                    return;
                 }
-                left -= step;
             }
-            tokio::task::yield_now().await;
+            metrics::gauge!("fanout_queue_depth").set(rx.len() as f64);
+            if let Some((conversation, range)) = fanout.next_behind() {
+                if !catch_up(&state, conversation, range).await {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                queued = rx.recv() => match queued {
+                    Some(Queued { job, room }) => {
+                        if !push_job(&state, job, room).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = fanout.fell_behind.notified() => {}
+                _ = state.shutdown.cancelled() => return,
+            }
         }
     }
+}
+
+/// Pushes one job, which took `taken` units of room when it was queued.
+/// Returns `false` when the server is shutting down.
+async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
+    let room = &state.fanout.room;
+    let message = Arc::new(Stored { room: Some(Arc::clone(room)), ..(*job.message).clone() });
+    let made = push_message(state, &job.members, &message);
+    // Each push made holds one unit from now on: give back what the job took
+    // beyond them (members not connected), or take what more devices need,
+    // waiting while the bound is reached (in steps of at most the bound, so
+    // a group larger than it still goes out).
+    if made < taken {
+        room.add_permits(taken - made);
+    }
+    let mut left = made.saturating_sub(taken);
+    while left > 0 {
+        let step = left.min(state.fanout.max_pushes);
+        tokio::select! {
+            taken = room.acquire_many(step as u32) => match taken {
+                Ok(p) => p.forget(),
+                Err(_) => return false,
+            },
+            _ = state.shutdown.cancelled() => return false,
+        }
+        left -= step;
+    }
+    tokio::task::yield_now().await;
+    true
+}
+
+/// Pushes the next page of a conversation that is behind, read from the
+/// store. Returns `false` when the server is shutting down.
+async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind) -> bool {
+    let want = ((range.up_to - range.from + 1) as usize).min(CATCH_UP_PAGE);
+    let read = async {
+        let page = state.store.messages(conversation, SeqRange::After(range.from - 1), want).await?;
+        let members = state.members.get(state.store.as_ref(), conversation).await?;
+        Ok::<_, banter_store::StoreError>((page, members))
+    };
+    let (page, members) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(error = %e, conversation, "fan-out could not read a conversation that is behind; retrying");
+            return tokio::select! {
+                _ = tokio::time::sleep(CATCH_UP_RETRY) => true,
+                _ = state.shutdown.cancelled() => false,
+            };
+        }
+    };
+    metrics::counter!("fanout_from_store_total").increment(page.len() as u64);
+    for m in &page {
+        let job = Job { members: Arc::clone(&members), message: Arc::new(Stored::new(m)) };
+        if !push_job(state, job, 0).await {
+            return false;
+        }
+    }
+    state.fanout.caught_up(conversation, range, page.last().map(|m| m.seq));
+    true
 }
 
 /// Pushes one stored message to every member device; returns how many pushes were made.

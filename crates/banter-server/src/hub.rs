@@ -41,6 +41,21 @@ pub struct Stored {
     pub room: Option<Arc<Semaphore>>,
 }
 
+impl Stored {
+    /// A stored message as pushed, its frame serialized once. The device
+    /// that sent it over WebSocket (`sender_device`, 0 over HTTP) is its origin.
+    pub fn new(m: &banter_store::StoredMessage) -> Stored {
+        Stored {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            ts: m.ts,
+            frame: crate::views::message_frame(m).into(),
+            origin: (m.sender_device != 0).then_some(m.sender_device),
+            room: None,
+        }
+    }
+}
+
 /// A stored message pushed to one connection. A push of the fan-out queue
 /// holds one unit of the queue's room ([`crate::fanout::FANOUT_PUSHES`])
 /// until the connection has handled it or it is dropped, so the queue's

@@ -52,6 +52,7 @@ pub fn state(
     cluster: Option<cluster::Cluster>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> std::io::Result<Arc<AppState>> {
+    let max_pushes = config.fanout_max_pushes;
     Ok(Arc::new(AppState {
         ids: ids::Snowflake::new(config.node_id),
         config,
@@ -59,7 +60,7 @@ pub fn state(
         hub: Default::default(),
         members: Default::default(),
         presence: Default::default(),
-        fanout: Default::default(),
+        fanout: fanout::Fanout::new(max_pushes),
         cluster: cluster.map(Arc::new),
         tokens: Default::default(),
         shutdown: CancellationToken::new(),
@@ -95,6 +96,14 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::describe_counter!("delivery_retries_total", "Conversations rewound after an ack timeout");
     metrics::describe_counter!("push_dropped_total", "Pushes dropped because a connection's queue was full");
     metrics::describe_gauge!("fanout_queue_depth", "Jobs waiting in the large-group fan-out queue");
+    metrics::describe_gauge!(
+        "fanout_conversations_behind",
+        "Large groups whose newest messages found no room in the fan-out queue and are read back from the store"
+    );
+    metrics::describe_counter!(
+        "fanout_from_store_total",
+        "Messages of large groups that the fan-out read back from the store, the queue having had no room"
+    );
     metrics::describe_gauge!("delivery_inflight_messages", "Messages pushed to devices and not yet acknowledged");
     metrics::describe_gauge!(
         "delivery_backlog_messages",
@@ -108,6 +117,8 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::gauge!("delivery_inflight_messages").set(0.0);
     metrics::gauge!("delivery_backlog_messages").set(0.0);
     metrics::gauge!("fanout_queue_depth").set(0.0);
+    metrics::gauge!("fanout_conversations_behind").set(0.0);
+    metrics::counter!("fanout_from_store_total").absolute(0);
     metrics::describe_counter!("cluster_events_dropped_total", "Bus events not published (outbox full or bus down)");
     metrics::describe_gauge!("cluster_bus_connected", "1 while the bus (NATS) is connected, in cluster mode");
     metrics::describe_gauge!("cluster_nodes", "Nodes this node hears from, itself included, in cluster mode");

@@ -6,7 +6,6 @@
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Stored;
 use crate::state::AppState;
-use crate::views;
 use banter_proto::frame::{validate_content, ContentError};
 use banter_proto::{limits, ErrorCode};
 use banter_store::{ConversationId, DeviceId, NewMessage, StoredMessage, UserId};
@@ -79,22 +78,15 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
     // The message is stored: a failed push must not turn its `sent` into an
     // error; devices that missed it catch up from the store.
     let m = &appended.message;
-    if let Err(e) = dispatch(state, m, (m.sender_device != 0).then_some(m.sender_device)).await {
+    if let Err(e) = dispatch(state, m).await {
         tracing::warn!(error = %e.message, "push after store failed; connections resync");
     }
     Ok(appended.message)
 }
 
 /// Pushes a stored message to the member devices.
-async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, origin: Option<DeviceId>) -> ApiResult<()> {
-    let message = Arc::new(Stored {
-        conversation_id: m.conversation_id,
-        seq: m.seq,
-        ts: m.ts,
-        frame: views::message_frame(m).into(),
-        origin,
-        room: None,
-    });
+async fn dispatch(state: &Arc<AppState>, m: &StoredMessage) -> ApiResult<()> {
+    let message = Arc::new(Stored::new(m));
     match state.members.get(state.store.as_ref(), m.conversation_id).await {
         Ok(members) => {
             crate::cluster::deliver::message(state, members, message).await;

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// Groups up to this many members are fanned out on the send path.
     #[arg(long, env = "BANTER_FANOUT_SYNC_THRESHOLD", default_value_t = 500)]
     pub fanout_sync_threshold: u64,
+    /// Most pushes of the large-group fan-out in flight to connections; past it, messages wait
+    /// in the store and the fan-out reads them back.
+    #[arg(long, env = "BANTER_FANOUT_MAX_PUSHES", default_value_t = banter_server::fanout::FANOUT_PUSHES as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fanout_max_pushes: u32,
     /// Most unacknowledged messages in flight per device (at least 64).
     #[arg(long, env = "BANTER_DELIVERY_WINDOW", default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=65536))]
     pub delivery_window: u32,
@@ -100,6 +105,7 @@ impl ServeArgs {
             presence_timeout: Duration::from_millis(self.presence_timeout_ms),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             fanout_sync_threshold: self.fanout_sync_threshold,
+            fanout_max_pushes: self.fanout_max_pushes as usize,
             delivery_window: self.delivery_window,
             max_frame_bytes: self.max_frame_bytes as usize,
             rate_limit_per_sec: self.rate_limit_per_sec,

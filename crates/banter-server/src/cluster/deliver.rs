@@ -14,12 +14,13 @@ use std::sync::Arc;
 /// the fan-out threshold, through the fan-out queue above it (JetStream's in
 /// cluster mode, so any node's worker takes it even if this node dies).
 ///
-/// The queue paths are boxed: they are taken only for large groups, and
-/// inline they would make the future of every send several times larger.
+/// Offering to this node's fan-out queue never waits. JetStream's path is
+/// boxed: it is taken only for large groups, and inline it would make the
+/// future of every send several times larger.
 pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stored>) {
     let large = members.len() as u64 > state.config.fanout_sync_threshold;
     match &state.cluster {
-        None if large => Box::pin(state.fanout.enqueue(Job { members, message })).await,
+        None if large => state.fanout.offer(Job { members, message }),
         None => {
             push_message(state, &members, &message);
         }

@@ -40,7 +40,21 @@ pub(super) struct Pair {
     pub(super) confirmed: AtomicU64,
     /// The receiver's latest delivery latencies, for the live progress bar.
     pub(super) recent: Arc<Recent>,
+    /// New messages taken by the receivers, all of them together.
+    pub(super) received: AtomicU64,
 }
+
+/// A closed-loop sender's bound on how far it may run ahead of its receivers.
+#[derive(Clone, Copy)]
+pub(super) struct Pace {
+    /// Receivers sharing the sender's [`Pair`].
+    pub(super) receivers: u64,
+    /// Messages the sender may be ahead of what they received on average.
+    pub(super) ahead: u64,
+}
+
+/// How often a sender held back by its [`Pace`] looks again.
+const PACE_POLL: Duration = Duration::from_millis(1);
 
 pub(super) struct SenderStats {
     pub(super) confirmed: u64,
@@ -135,6 +149,7 @@ impl Tally {
             message_delivery_latency_ms: Percentiles::of(&self.latency),
             send_to_sent_ms: Percentiles::of(&self.send_to_sent),
             lazy_ack_ms: None,
+            ahead: None,
             server_rss_bytes: pid.and_then(server::rss_bytes),
             server_cpu_seconds: pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
             timeline: self.timeline.seconds(),
@@ -278,7 +293,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
         let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         let again = redial(p, &users[2 * p].token);
         let first = start + offset;
-        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, first, stop_at, interval, args.inflight, again)));
+        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, first, stop_at, interval, args.inflight, None, again)));
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
@@ -344,6 +359,7 @@ pub(super) async fn send(
     stop_at: Instant,
     interval: Option<Duration>,
     inflight: usize,
+    pace: Option<Pace>,
     mut redial: Option<Redial>,
 ) -> anyhow::Result<SenderStats> {
     let mut stats = SenderStats { confirmed: 0, errors: 0, in_window: 0, send_to_sent: histogram() };
@@ -367,9 +383,13 @@ pub(super) async fn send(
                     next_at += every;
                 }
             }
-            // Closed loop: keep `inflight` sends awaiting `sent`.
+            // Closed loop: keep `inflight` sends awaiting `sent`, and no more
+            // than the pace allows beyond what the receivers have.
             None if sending => {
-                while pending.len() < inflight {
+                let allowed = pace.map_or(u64::MAX, |p| {
+                    p.ahead + pair.received.load(Ordering::Relaxed) / p.receivers.max(1)
+                });
+                while pending.len() < inflight && n < allowed {
                     n += 1;
                     let t = Instant::now();
                     pending.push_back((n, micros(epoch, t), t));
@@ -383,6 +403,8 @@ pub(super) async fn send(
         }
         let wake = if sending && interval.is_some() {
             next_at.min(stop_at)
+        } else if sending && pace.is_some() && pending.len() < inflight {
+            (now + PACE_POLL).min(stop_at)
         } else {
             stop_at.max(now) + Duration::from_secs(30)
         };
@@ -524,6 +546,7 @@ pub(super) async fn receive(
         unacked_since.get_or_insert(now);
         stats.received += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
+        pair.received.fetch_add(1, Ordering::Relaxed);
         if now < stop_at {
             stats.in_window += 1;
         }

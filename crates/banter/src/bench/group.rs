@@ -6,7 +6,7 @@
 //! Deliveries are counted per receiving device, so a group of M members
 //! turns each message into M − 1 acknowledged deliveries.
 
-use super::direct::{connect, connect_with_hints, receive, send, Pair, SenderStats, Tally};
+use super::direct::{connect, connect_with_hints, receive, send, Pace, Pair, SenderStats, Tally};
 use super::report::Report;
 use super::{server, setup, BenchArgs};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -58,7 +58,10 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         stop_at,
         interval,
         inflight: args.inflight,
+        // Closed loop only: an open-loop sender keeps its schedule.
+        pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
     };
+    let plan_pace = plan.pace;
     let sent = senders.run(plan);
     // Acks of a group that keeps no receipts may wait, as the welcome says.
     let lazy = sockets.first().and_then(|(_, _, hints)| hints.lazy_for(members)).filter(|_| !args.eager_acks);
@@ -73,6 +76,9 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
             (g, tokio::spawn(task))
         })
         .collect();
+    if let Some(p) = plan_pace {
+        eprintln!("each sender stays at most {} messages ahead of its receivers", p.ahead);
+    }
     eprintln!("sending for {} s", args.duration);
     let mut tally = Tally::new();
     let mut confirmed = Vec::with_capacity(groups);
@@ -84,6 +90,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     }
     let mut report = tally.report(args, groups, groups * members, server_pid, cpu_before);
     report.lazy_ack_ms = lazy.map(|wait| wait.as_millis() as u64);
+    report.ahead = plan_pace.map(|p| p.ahead);
     Ok(report)
 }
 
@@ -96,6 +103,7 @@ struct Plan {
     stop_at: Instant,
     interval: Option<Duration>,
     inflight: usize,
+    pace: Option<Pace>,
 }
 
 /// The senders, on a thread and runtime of their own: sharing a runtime with
@@ -134,7 +142,7 @@ impl SenderThread {
                     .enumerate()
                     .map(|(g, ws)| {
                         let (pair, conv) = (Arc::clone(&p.pairs[g]), p.conversations[g].clone());
-                        tokio::spawn(send(ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, None))
+                        tokio::spawn(send(ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, p.pace, None))
                     })
                     .collect();
                 let mut stats = Vec::with_capacity(tasks.len());

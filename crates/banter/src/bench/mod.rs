@@ -123,6 +123,12 @@ pub struct BenchArgs {
     /// group whose acks may wait (`lazy_ack_ms` of the welcome; see docs/protocol.md).
     #[arg(long)]
     pub eager_acks: bool,
+    /// Group scenario, closed loop: a sender stays at most this many messages ahead of what
+    /// its group's receivers have received on average. The server holds a sender back by
+    /// the store alone, not by its group's delivery, so without a bound here a sender would
+    /// run ahead by as much as the run is long.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ahead: u64,
     /// Seconds to wait for outstanding deliveries after sending stops.
     #[arg(long, default_value_t = 15)]
     pub drain: u64,

@@ -114,6 +114,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
             interval,
             args.inflight,
             None,
+            None,
         )));
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();

@@ -147,6 +147,9 @@ pub struct Report {
     /// How long receivers held their acks in a group that keeps no receipts
     /// (the welcome's `lazy_ack_ms`); null where they acked as soon as nothing more was waiting.
     pub lazy_ack_ms: Option<u64>,
+    /// How many messages a closed-loop group sender stayed at most ahead of
+    /// its receivers (`--ahead`); null in other runs.
+    pub ahead: Option<u64>,
     pub server_rss_bytes: Option<u64>,
     pub server_cpu_seconds: Option<f64>,
     /// Deliveries and latency percentiles per second.
