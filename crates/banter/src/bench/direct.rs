@@ -293,7 +293,18 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
         let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         let again = redial(p, &users[2 * p].token);
         let first = start + offset;
-        send_tasks.push(tokio::spawn(send(ws, conv, pair, epoch, first, stop_at, interval, args.inflight, None, again)));
+        send_tasks.push(tokio::spawn(send(
+            ws,
+            conv,
+            pair,
+            epoch,
+            first,
+            stop_at,
+            interval,
+            args.inflight,
+            None,
+            again,
+        )));
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
@@ -386,9 +397,8 @@ pub(super) async fn send(
             // Closed loop: keep `inflight` sends awaiting `sent`, and no more
             // than the pace allows beyond what the receivers have.
             None if sending => {
-                let allowed = pace.map_or(u64::MAX, |p| {
-                    p.ahead + pair.received.load(Ordering::Relaxed) / p.receivers.max(1)
-                });
+                let allowed =
+                    pace.map_or(u64::MAX, |p| p.ahead + pair.received.load(Ordering::Relaxed) / p.receivers.max(1));
                 while pending.len() < inflight && n < allowed {
                     n += 1;
                     let t = Instant::now();

@@ -142,7 +142,9 @@ impl SenderThread {
                     .enumerate()
                     .map(|(g, ws)| {
                         let (pair, conv) = (Arc::clone(&p.pairs[g]), p.conversations[g].clone());
-                        tokio::spawn(send(ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, p.pace, None))
+                        tokio::spawn(send(
+                            ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, p.pace, None,
+                        ))
                     })
                     .collect();
                 let mut stats = Vec::with_capacity(tasks.len());
