@@ -135,6 +135,8 @@ fn group_on_both_sides_of_the_fanout_threshold() {
         // allows (a tenth of the 5 s ack timeout); below it they ack at once.
         let lazy = if m > 8 { serde_json::json!(500) } else { serde_json::Value::Null };
         assert_eq!(r["lazy_ack_ms"], lazy, "group of {members}");
+        // A closed-loop sender holds itself to its receivers (`--ahead`, 20 by default).
+        assert_eq!(r["ahead"], 20, "group of {members}");
     }
 }
 
