@@ -283,3 +283,97 @@ async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind)
 pub fn push_message(state: &AppState, members: &[UserId], message: &Arc<Stored>) -> usize {
     state.hub.push_users(members, |_, _| Some(Push::Message(MessagePush::new(Arc::clone(message)))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(conversation: ConversationId, seq: u64, members: usize) -> Job {
+        let message = Stored {
+            conversation_id: conversation,
+            seq,
+            ts: 0,
+            frame: String::from("{}").into(),
+            origin: None,
+            room: None,
+        };
+        Job { members: (1..=members as UserId).collect(), message: Arc::new(message) }
+    }
+
+    fn range(fanout: &Fanout, conversation: ConversationId) -> Option<(u64, u64)> {
+        fanout.behind.lock().unwrap().ranges.get(&conversation).map(|r| (r.from, r.up_to))
+    }
+
+    #[test]
+    fn a_message_without_room_marks_its_conversation_behind_and_later_ones_follow() {
+        let fanout = Fanout::new(3);
+        fanout.offer(job(7, 1, 3));
+        assert_eq!(range(&fanout, 7), None, "the first took the room and was queued");
+        fanout.offer(job(7, 2, 3));
+        fanout.offer(job(7, 4, 3));
+        // Offered out of order (stored together), seq 3 still joins the range.
+        fanout.offer(job(7, 3, 3));
+        assert_eq!(range(&fanout, 7), Some((2, 4)));
+        // Room given back does not take a conversation that is behind out of order.
+        fanout.give_back(3);
+        fanout.offer(job(7, 5, 3));
+        assert_eq!(range(&fanout, 7), Some((2, 5)));
+        // Another conversation finds the room and is queued.
+        fanout.offer(job(8, 1, 3));
+        assert_eq!(range(&fanout, 8), None);
+        let mut rx = fanout.rx.lock().unwrap().take().unwrap();
+        let queued: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|q| (q.job.message.conversation_id, q.job.message.seq))
+            .collect();
+        assert_eq!(queued, [(7, 1), (8, 1)]);
+    }
+
+    #[test]
+    fn a_conversation_takes_the_queue_again_once_caught_up() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(7, 1, 2));
+        fanout.offer(job(7, 2, 2));
+        fanout.offer(job(7, 3, 2));
+        let (c, r) = fanout.next_behind().unwrap();
+        assert_eq!((c, r.from, r.up_to), (7, 2, 3));
+        fanout.caught_up(c, r, Some(2));
+        assert_eq!(range(&fanout, 7), Some((3, 3)), "one left");
+        let (c, r) = fanout.next_behind().unwrap();
+        fanout.caught_up(c, r, Some(3));
+        assert_eq!(range(&fanout, 7), None);
+        assert!(fanout.next_behind().is_none());
+        fanout.give_back(1);
+        fanout.offer(job(7, 4, 1));
+        assert_eq!(range(&fanout, 7), None, "queued again");
+    }
+
+    #[test]
+    fn a_message_below_the_range_offered_during_a_catch_up_is_not_skipped() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(7, 1, 1));
+        fanout.offer(job(7, 3, 1));
+        let (c, r) = fanout.next_behind().unwrap();
+        // While the worker pushes 3, seq 2 (stored in the same commit) is offered.
+        fanout.offer(job(7, 2, 1));
+        fanout.caught_up(c, r, Some(3));
+        assert_eq!(range(&fanout, 7), Some((2, 3)), "2 is pushed next, 3 again (a hint a device passes over)");
+    }
+
+    #[test]
+    fn conversations_behind_take_turns_and_a_deleted_one_is_dropped() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(1, 1, 1));
+        fanout.offer(job(7, 1, 1));
+        fanout.offer(job(7, 2, 1));
+        fanout.offer(job(8, 1, 1));
+        let (c, r) = fanout.next_behind().unwrap();
+        assert_eq!(c, 7);
+        fanout.caught_up(c, r, Some(1));
+        assert_eq!(fanout.next_behind().unwrap().0, 8, "7 is still behind but waits for its turn");
+        let (c, r) = fanout.next_behind().unwrap();
+        // Nothing stored from there on: the conversation is gone.
+        fanout.caught_up(c, r, None);
+        assert_eq!(range(&fanout, 8), None);
+        assert_eq!(fanout.next_behind().unwrap().0, 7);
+    }
+}
