@@ -6,23 +6,29 @@
 //! and however far its delivery is behind.
 //!
 //! The queue is bounded twice: in jobs ([`FANOUT_QUEUE`]), and in pushes
-//! (`--fanout-max-pushes`, [`FANOUT_PUSHES`] by default), since one message to 10,000 members is 10,000 pushes.
-//! A job takes room for a push per member when it is queued; the pushes the
-//! worker makes keep it until each connection has handled its push (or the
-//! push was dropped); a connection gives back the units of the pushes it
-//! handled in one turn of its loop together, since every give-back takes the
-//! semaphore's lock. So the bound covers the jobs waiting and the pushes
-//! waiting in connections' channels.
+//! (`--fanout-max-pushes`, [`FANOUT_PUSHES`] by default), since one message
+//! to 10,000 members is 10,000 pushes. A job takes room for a push per
+//! member when it is queued; the pushes the worker makes keep it until each
+//! connection has handled its push (or the push was dropped); a connection
+//! gives back the units of the pushes it handled in one turn of its loop
+//! together, since every give-back takes the semaphore's lock. So the bound
+//! covers the jobs waiting and the pushes waiting in connections' channels.
+//! The worker makes all of one message's pushes before it waits for the
+//! room they need, so the pushes outstanding can pass the bound by one
+//! message's devices (a group larger than the bound still goes out).
 //!
 //! A message that finds no room is not held in memory: its conversation is
 //! marked behind, with the range of seqs the queue did not take (one entry
 //! per conversation, [`Behind`]), and every later message of that
 //! conversation joins the range instead of the queue, so its messages still
-//! go out in order. When the queue has no job left that was waiting before,
-//! the worker reads the range from the store a page at a time
+//! go out in order. Once the worker has taken every job queued before the
+//! conversation fell behind (`Behind::after_jobs`), it reads the range from
+//! the store a page at a time
 //! ([`CATCH_UP_PAGE`]), serializes each message once and pushes it like a
 //! queued one, waiting for room as it goes; once it has caught up, the
-//! conversation's messages take the queue again. The store is the truth, so
+//! conversation's messages take the queue again. Conversations behind take
+//! turns, a page each; one whose page cannot be read gives its turn away,
+//! and no page is read for [`CATCH_UP_RETRY`]. The store is the truth, so
 //! the backlog lives there, and the sender is held back only by the store.
 
 use crate::hub::{MessagePush, Push, Stored};
@@ -42,7 +48,7 @@ pub const FANOUT_PUSHES: usize = 200_000;
 /// Messages of a conversation that is behind read from the store at once.
 pub const CATCH_UP_PAGE: usize = 64;
 /// Wait before reading the store again after a read failed.
-const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
+pub const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// One stored message to push to every member device.
 #[derive(Debug)]
@@ -63,6 +69,10 @@ struct Queued {
 struct Behind {
     from: u64,
     up_to: u64,
+    /// Jobs queued in all when the conversation fell behind: its range goes
+    /// out only once the worker has taken that many, so none of its queued
+    /// messages comes after the range.
+    after_jobs: u64,
 }
 
 /// The conversations that are behind, taken in turn.
@@ -72,6 +82,8 @@ struct BehindSet {
     /// Each conversation of `ranges` once; the worker serves the front and
     /// moves it to the back while it stays behind, so none starves another.
     turns: VecDeque<ConversationId>,
+    /// Jobs queued since the start, counted under the same lock as the ranges.
+    queued: u64,
 }
 
 /// The queue's sending side; the receiver is taken by [`Fanout::run`].
@@ -113,7 +125,12 @@ impl Fanout {
         // message of it can be on its way into the queue instead.
         let mut behind = self.behind.lock().expect("fanout lock");
         if let Some(range) = behind.ranges.get_mut(&conversation) {
-            range.from = range.from.min(seq);
+            // A seq just below the range is one stored in the same commit
+            // and offered late; one far below is a retried send, which was
+            // pushed long ago and must not make the worker push it all again.
+            if seq < range.from && range.from - seq <= CATCH_UP_PAGE as u64 {
+                range.from = seq;
+            }
             range.up_to = range.up_to.max(seq);
             return;
         }
@@ -133,8 +150,11 @@ impl Fanout {
             Err(_) => false,
         };
         metrics::gauge!("fanout_queue_depth").set((FANOUT_QUEUE - self.tx.capacity()) as f64);
-        if !queued {
-            behind.ranges.insert(conversation, Behind { from: seq, up_to: seq });
+        if queued {
+            behind.queued += 1;
+        } else {
+            let after_jobs = behind.queued;
+            behind.ranges.insert(conversation, Behind { from: seq, up_to: seq, after_jobs });
             behind.turns.push_back(conversation);
             metrics::gauge!("fanout_conversations_behind").set(behind.ranges.len() as f64);
             drop(behind);
@@ -149,11 +169,23 @@ impl Fanout {
         }
     }
 
-    /// The conversation whose turn it is among those behind, if any.
-    fn next_behind(&self) -> Option<(ConversationId, Behind)> {
+    /// The conversation whose turn it is among those behind, if any, once
+    /// the worker has taken `taken` jobs: `None` while jobs queued before
+    /// it fell behind are still to be taken.
+    fn next_behind(&self, taken: u64) -> Option<(ConversationId, Behind)> {
         let behind = self.behind.lock().expect("fanout lock");
         let conversation = *behind.turns.front()?;
-        Some((conversation, *behind.ranges.get(&conversation)?))
+        let range = *behind.ranges.get(&conversation)?;
+        (range.after_jobs <= taken).then_some((conversation, range))
+    }
+
+    /// Moves the conversation at the front of the turns to the back (its
+    /// page could not be read), so it does not hold up the others.
+    fn skip_turn(&self) {
+        let mut behind = self.behind.lock().expect("fanout lock");
+        if let Some(c) = behind.turns.pop_front() {
+            behind.turns.push_back(c);
+        }
     }
 
     /// Records that `range` of `conversation`, the front of the turns, was
@@ -161,7 +193,7 @@ impl Fanout {
     /// nothing is left, and otherwise waits for its next turn.
     fn caught_up(&self, conversation: ConversationId, range: Behind, pushed: Option<u64>) {
         let mut behind = self.behind.lock().expect("fanout lock");
-        let BehindSet { ranges, turns } = &mut *behind;
+        let BehindSet { ranges, turns, .. } = &mut *behind;
         let done = ranges.get_mut(&conversation).is_none_or(|now| {
             match pushed {
                 // A message below the range that arrived meanwhile (sends
@@ -188,25 +220,46 @@ impl Fanout {
     pub async fn run(state: Arc<AppState>) {
         let Some(mut rx) = state.fanout.rx.lock().expect("fanout lock").take() else { return };
         let fanout = &state.fanout;
-        loop {
-            // The jobs queued now go first: a conversation's jobs queued
-            // before it fell behind must go out before its range.
+        // Jobs taken from the queue, against which ranges wait (`Behind::after_jobs`).
+        let mut taken: u64 = 0;
+        // After a failed read of the store, no range is read until then.
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        while !state.shutdown.is_cancelled() {
+            // The jobs queued now go first.
             for _ in 0..rx.len() {
                 let Ok(Queued { job, room }) = rx.try_recv() else { break };
+                taken += 1;
                 if !push_job(&state, job, room).await {
                     return;
                 }
             }
             metrics::gauge!("fanout_queue_depth").set(rx.len() as f64);
-            if let Some((conversation, range)) = fanout.next_behind() {
-                if !catch_up(&state, conversation, range).await {
-                    return;
-                }
-                continue;
+            if paused_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                paused_until = None;
             }
+            if paused_until.is_none() {
+                if let Some((conversation, range)) = fanout.next_behind(taken) {
+                    match catch_up(&state, conversation, range).await {
+                        CatchUp::Pushed => {}
+                        CatchUp::Failed => {
+                            fanout.skip_turn();
+                            paused_until = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                        }
+                        CatchUp::ShuttingDown => return,
+                    }
+                    continue;
+                }
+            }
+            let pause = async {
+                match paused_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 queued = rx.recv() => match queued {
                     Some(Queued { job, room }) => {
+                        taken += 1;
                         if !push_job(&state, job, room).await {
                             return;
                         }
@@ -214,6 +267,7 @@ impl Fanout {
                     None => return,
                 },
                 _ = fanout.fell_behind.notified() => {}
+                _ = pause => {}
                 _ = state.shutdown.cancelled() => return,
             }
         }
@@ -249,9 +303,16 @@ async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
     true
 }
 
-/// Pushes the next page of a conversation that is behind, read from the
-/// store. Returns `false` when the server is shutting down.
-async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind) -> bool {
+/// What became of one page of a conversation that is behind.
+enum CatchUp {
+    Pushed,
+    /// The store could not be read; the range is left as it was.
+    Failed,
+    ShuttingDown,
+}
+
+/// Pushes the next page of a conversation that is behind, read from the store.
+async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind) -> CatchUp {
     let want = ((range.up_to - range.from + 1) as usize).min(CATCH_UP_PAGE);
     let read = async {
         let page = state.store.messages(conversation, SeqRange::After(range.from - 1), want).await?;
@@ -262,21 +323,18 @@ async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind)
         Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %e, conversation, "fan-out could not read a conversation that is behind; retrying");
-            return tokio::select! {
-                _ = tokio::time::sleep(CATCH_UP_RETRY) => true,
-                _ = state.shutdown.cancelled() => false,
-            };
+            return CatchUp::Failed;
         }
     };
     metrics::counter!("fanout_from_store_total").increment(page.len() as u64);
     for m in &page {
         let job = Job { members: Arc::clone(&members), message: Arc::new(Stored::new(m)) };
         if !push_job(state, job, 0).await {
-            return false;
+            return CatchUp::ShuttingDown;
         }
     }
     state.fanout.caught_up(conversation, range, page.last().map(|m| m.seq));
-    true
+    CatchUp::Pushed
 }
 
 /// Pushes one stored message to every member device; returns how many pushes were made.
@@ -334,14 +392,14 @@ mod tests {
         fanout.offer(job(7, 1, 2));
         fanout.offer(job(7, 2, 2));
         fanout.offer(job(7, 3, 2));
-        let (c, r) = fanout.next_behind().unwrap();
+        let (c, r) = fanout.next_behind(u64::MAX).unwrap();
         assert_eq!((c, r.from, r.up_to), (7, 2, 3));
         fanout.caught_up(c, r, Some(2));
         assert_eq!(range(&fanout, 7), Some((3, 3)), "one left");
-        let (c, r) = fanout.next_behind().unwrap();
+        let (c, r) = fanout.next_behind(u64::MAX).unwrap();
         fanout.caught_up(c, r, Some(3));
         assert_eq!(range(&fanout, 7), None);
-        assert!(fanout.next_behind().is_none());
+        assert!(fanout.next_behind(u64::MAX).is_none());
         fanout.give_back(1);
         fanout.offer(job(7, 4, 1));
         assert_eq!(range(&fanout, 7), None, "queued again");
@@ -352,7 +410,7 @@ mod tests {
         let fanout = Fanout::new(1);
         fanout.offer(job(7, 1, 1));
         fanout.offer(job(7, 3, 1));
-        let (c, r) = fanout.next_behind().unwrap();
+        let (c, r) = fanout.next_behind(u64::MAX).unwrap();
         // While the worker pushes 3, seq 2 (stored in the same commit) is offered.
         fanout.offer(job(7, 2, 1));
         fanout.caught_up(c, r, Some(3));
@@ -366,14 +424,48 @@ mod tests {
         fanout.offer(job(7, 1, 1));
         fanout.offer(job(7, 2, 1));
         fanout.offer(job(8, 1, 1));
-        let (c, r) = fanout.next_behind().unwrap();
+        let (c, r) = fanout.next_behind(u64::MAX).unwrap();
         assert_eq!(c, 7);
         fanout.caught_up(c, r, Some(1));
-        assert_eq!(fanout.next_behind().unwrap().0, 8, "7 is still behind but waits for its turn");
-        let (c, r) = fanout.next_behind().unwrap();
+        assert_eq!(fanout.next_behind(u64::MAX).unwrap().0, 8, "7 is still behind but waits for its turn");
+        let (c, r) = fanout.next_behind(u64::MAX).unwrap();
         // Nothing stored from there on: the conversation is gone.
         fanout.caught_up(c, r, None);
         assert_eq!(range(&fanout, 8), None);
-        assert_eq!(fanout.next_behind().unwrap().0, 7);
+        assert_eq!(fanout.next_behind(u64::MAX).unwrap().0, 7);
+    }
+
+    #[test]
+    fn a_range_waits_for_the_jobs_queued_before_it() {
+        let fanout = Fanout::new(2);
+        fanout.offer(job(7, 1, 1));
+        fanout.offer(job(8, 1, 1));
+        // No room left: 7's seq 2 falls behind after two jobs were queued.
+        fanout.offer(job(7, 2, 1));
+        assert!(fanout.next_behind(0).is_none());
+        assert!(fanout.next_behind(1).is_none(), "7's seq 1 may be the job not taken yet");
+        assert_eq!(fanout.next_behind(2).map(|(c, r)| (c, r.from)), Some((7, 2)));
+    }
+
+    #[test]
+    fn a_retried_send_far_below_the_range_is_not_pushed_again() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(7, 1, 1));
+        fanout.offer(job(7, 1_000, 1));
+        // A retry of seq 2 is answered with its old message and offered again.
+        fanout.offer(job(7, 2, 1));
+        assert_eq!(range(&fanout, 7), Some((1_000, 1_000)));
+    }
+
+    #[test]
+    fn a_conversation_whose_page_cannot_be_read_gives_its_turn_away() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(1, 1, 1));
+        fanout.offer(job(7, 1, 1));
+        fanout.offer(job(8, 1, 1));
+        assert_eq!(fanout.next_behind(u64::MAX).unwrap().0, 7);
+        fanout.skip_turn();
+        assert_eq!(fanout.next_behind(u64::MAX).unwrap().0, 8);
+        assert_eq!(range(&fanout, 7), Some((1, 1)), "its range is kept");
     }
 }

@@ -57,7 +57,7 @@ impl Stored {
 }
 
 /// A stored message pushed to one connection. A push of the fan-out queue
-/// holds one unit of the queue's room ([`crate::fanout::FANOUT_PUSHES`])
+/// holds one unit of the queue's room (`--fanout-max-pushes`)
 /// until the connection has handled it or it is dropped, so the queue's
 /// bound covers the pushes waiting in connections' channels too. Dropped,
 /// it gives its unit back; a connection that handles it takes the unit

@@ -399,7 +399,8 @@ pub(super) async fn send(
             None if sending => {
                 let allowed =
                     pace.map_or(u64::MAX, |p| p.ahead + pair.received.load(Ordering::Relaxed) / p.receivers.max(1));
-                while pending.len() < inflight && n < allowed {
+                // Sends answered with an error were never stored, nor received.
+                while pending.len() < inflight && n - stats.errors < allowed {
                     n += 1;
                     let t = Instant::now();
                     pending.push_back((n, micros(epoch, t), t));
