@@ -4,18 +4,27 @@
 use std::process::Command;
 
 fn bench(args: &[&str]) -> serde_json::Value {
+    bench_reporting(args, false).0
+}
+
+/// Runs the bench with `--json` and, if `report`, `--report`; returns the JSON and the page.
+fn bench_reporting(args: &[&str], report: bool) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_banter"))
-        .arg("bench")
-        .args(args)
-        .arg("--json")
-        .arg(&out)
-        .env("BANTER_LOG", "warn")
-        .status()
-        .expect("run banter bench");
+    let (out, page) = (dir.path().join("out.json"), dir.path().join("r.html"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_banter"));
+    command.arg("bench").args(args).arg("--json").arg(&out).env("BANTER_LOG", "warn");
+    if report {
+        command.arg("--report").arg(&page);
+    }
+    let status = command.status().expect("run banter bench");
     assert!(status.success(), "banter bench {args:?} failed: {status:?}");
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (json, if report { std::fs::read_to_string(&page).unwrap() } else { String::new() })
+}
+
+/// The count of the last point of a report's `progress` curve.
+fn progress_end(r: &serde_json::Value) -> u64 {
+    r["progress"].as_array().and_then(|p| p.last()).map(|p| p[1].as_u64().unwrap()).unwrap_or(0)
 }
 
 #[test]
@@ -79,7 +88,9 @@ fn store_scenario_appends_everything() {
 
 #[test]
 fn offline_backlog_drains_completely() {
-    let r = bench(&["--spawn", "--scenario", "offline", "--messages", "3000"]);
+    let (r, page) = bench_reporting(&["--spawn", "--scenario", "offline", "--messages", "3000"], true);
+    assert_eq!(progress_end(&r), 3000, "the drain's curve ends with the whole backlog");
+    assert_eq!(page.matches("<svg").count(), 1, "one chart");
     assert_eq!(r["backlog"], 3000);
     assert_eq!(r["delivered"], 3000);
     assert_eq!(r["lost"], 0);
@@ -107,7 +118,9 @@ fn connections_are_held_by_several_processes() {
 
 #[test]
 fn reconnect_storm_catches_everyone_up() {
-    let r = bench(&["--spawn", "--scenario", "reconnect-storm", "--connections", "120"]);
+    let (r, page) = bench_reporting(&["--spawn", "--scenario", "reconnect-storm", "--connections", "120"], true);
+    assert_eq!(progress_end(&r), 120, "the catch-up curve ends with every device");
+    assert_eq!(page.matches("<svg").count(), 1, "one chart");
     assert_eq!(r["clients"], 120);
     assert_eq!(r["caught_up"], 120);
     assert_eq!(r["lost"], 0);

@@ -5,7 +5,9 @@
 //! attached to an issue or opened offline. Three charts: deliveries per
 //! second over time, latency percentiles over time, and the whole latency
 //! distribution on a "nines" axis. With `--baseline-relay` the relay run is
-//! drawn next to the real one.
+//! drawn next to the real one. Runs measured by how fast something
+//! completes (the offline backlog, the reconnect storm) get one chart
+//! instead, the count done over time ([`ProgressPage`]).
 
 use super::relay::RelayResult;
 use super::report::{Outcome, Percentiles, Report, Second};
@@ -30,6 +32,95 @@ const P999: RGBColor = RGBColor(220, 38, 38);
 
 /// Percentiles marked on the distribution chart's axis.
 const NINES: [f64; 7] = [0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999];
+
+/// A run whose figure is how fast something completed (a backlog drained,
+/// clients caught up): its page has one chart, the count done over time.
+pub struct ProgressPage<'a> {
+    pub title: &'a str,
+    pub lead: String,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    /// `(seconds, count done by then)`, ascending.
+    pub points: &'a [(f64, u64)],
+    /// The run's report, whose scalar figures make the table.
+    pub figures: serde_json::Value,
+}
+
+/// Writes the page of a progress run to `path`.
+pub fn write_progress(path: &Path, p: &ProgressPage<'_>) -> anyhow::Result<()> {
+    let mut html = String::new();
+    write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Banter bench: {title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
+         <h1>Banter bench: {title}</h1>\n<p class=\"lead\">{lead}</p>\n<h2>Progress over time</h2>\n",
+        title = p.title,
+        lead = p.lead,
+    )?;
+    html.push_str(&chart(&[(p.y_desc, BANTER, false)], |area| progress(area, p))?);
+    html.push_str("<h2>Every figure</h2>\n<div class=\"tables\">\n<table class=\"figures\">\n<tbody>\n");
+    for (name, value) in scalars(&p.figures) {
+        let _ = writeln!(html, "<tr><th>{name}</th><td>{value}</td></tr>");
+    }
+    html.push_str("</tbody>\n</table>\n</div>\n</main>\n</body>\n</html>\n");
+    std::fs::write(path, html)?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
+}
+
+/// The progress chart: the count done by each moment, as a line.
+fn progress(area: &DrawingArea<SVGBackend<'_>, Shift>, p: &ProgressPage<'_>) -> anyhow::Result<()> {
+    let end = p.points.last().map_or(1.0, |&(t, _)| t).max(1e-3);
+    let top = p.points.iter().map(|&(_, n)| n).max().unwrap_or(0).max(1) as f64;
+    let mut c = ChartBuilder::on(area)
+        .margin(16)
+        .margin_right(28)
+        .x_label_area_size(44)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0f64..end * 1.02, 0f64..top * 1.05)?;
+    c.configure_mesh()
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
+        .axis_style(TEXT.mix(0.6))
+        .label_style(("sans-serif", 13).into_font().color(&TEXT))
+        .axis_desc_style(("sans-serif", 14).into_font().color(&TEXT))
+        .x_desc(p.x_desc)
+        .y_desc(p.y_desc)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| thousands(*v))
+        .draw()?;
+    let line = std::iter::once((0.0, 0.0)).chain(p.points.iter().map(|&(t, n)| (t, n as f64)));
+    c.draw_series(LineSeries::new(line, BANTER.stroke_width(2)))?;
+    Ok(())
+}
+
+/// The scalar figures of a report, nested ones named `outer.inner`; lists are left out.
+fn scalars(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(_) => {
+                    out.extend(scalars(v).into_iter().map(|(inner, value)| (format!("{k}.{inner}"), value)))
+                }
+                serde_json::Value::Array(_) => {}
+                serde_json::Value::Number(n) => out.push((k.clone(), n.as_f64().map_or(n.to_string(), figure))),
+                other => out.push((k.clone(), other.to_string())),
+            }
+        }
+    }
+    out
+}
+
+/// A figure of the table: whole numbers with thousands marked, others to three significant digits.
+fn figure(v: f64) -> String {
+    if v.fract() == 0.0 {
+        thousands(v)
+    } else {
+        ms(v)
+    }
+}
 
 /// Writes the page for `outcome` to `path`.
 pub fn write(path: &Path, outcome: &Outcome) -> anyhow::Result<()> {

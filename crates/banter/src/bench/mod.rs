@@ -87,7 +87,8 @@ pub struct BenchArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Also write the run as a self-contained HTML page with charts (direct and group scenarios).
+    /// Also write the run as a self-contained HTML page with charts (direct, group, offline and
+    /// reconnect-storm scenarios).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
     /// Direct scenario: first send the same load through a plain in-process WebSocket relay,
@@ -136,8 +137,10 @@ pub struct BenchArgs {
 
 /// Runs the bench; an error (and a non-zero exit) if anything was lost or reordered.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.report.is_some() && !matches!(args.scenario, Scenario::Direct | Scenario::Group) {
-        eprintln!("note: --report is ignored: only the direct and group scenarios produce a delivery report");
+    if args.report.is_some()
+        && !matches!(args.scenario, Scenario::Direct | Scenario::Group | Scenario::Offline | Scenario::ReconnectStorm)
+    {
+        eprintln!("note: --report is ignored: it applies to the direct, group, offline and reconnect-storm scenarios");
     }
     if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
         eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
@@ -173,7 +176,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let base = bases[0].clone();
     let pid = spawned.as_ref().map(|s| s.pid);
     let outcome = match args.scenario {
-        Scenario::Offline => async { finish(&args, &offline::run(&base, args.messages).await?) }.await,
+        Scenario::Offline => {
+            async {
+                let r = offline::run(&base, args.messages).await?;
+                if let Some(path) = &args.report {
+                    let page = html::ProgressPage {
+                        title: "offline",
+                        lead: format!(
+                            "One device offline while {} messages were stored, then connecting: its backlog drained at {:.0} messages/s.",
+                            r.backlog, r.drain_messages_per_s
+                        ),
+                        x_desc: "seconds since the device connected",
+                        y_desc: "messages received",
+                        points: &r.progress,
+                        figures: serde_json::to_value(&r)?,
+                    };
+                    html::write_progress(path, &page)?;
+                }
+                finish(&args, &r)
+            }
+            .await
+        }
         Scenario::Connections => {
             async {
                 let processes = args.processes.map(|p| p as usize);
@@ -181,7 +204,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             .await
         }
-        Scenario::ReconnectStorm => async { finish(&args, &storm::run(&base, args.connections).await?) }.await,
+        Scenario::ReconnectStorm => {
+            async {
+                let r = storm::run(&base, args.connections).await?;
+                if let Some(path) = &args.report {
+                    let page = html::ProgressPage {
+                        title: "reconnect-storm",
+                        lead: format!(
+                            "{} connected devices dropped at once and came back; {} messages arrived meanwhile. All caught up in {:.2} s.",
+                            r.clients, r.missed_per_client, r.all_caught_up_seconds
+                        ),
+                        x_desc: "seconds since the devices began to reconnect",
+                        y_desc: "devices caught up",
+                        points: &r.progress,
+                        figures: serde_json::to_value(&r)?,
+                    };
+                    html::write_progress(path, &page)?;
+                }
+                finish(&args, &r)
+            }
+            .await
+        }
         Scenario::Direct | Scenario::Group => {
             async {
                 let result = match args.scenario {

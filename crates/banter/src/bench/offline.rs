@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 const SEND_WINDOW: u64 = 256;
 /// Messages between the receiver's acks.
 const ACK_EVERY: u64 = 64;
+/// The drain's progress is recorded at most this often.
+const PROGRESS_STEP: Duration = Duration::from_millis(5);
 
 /// Figures of an offline run.
 #[derive(Debug, Serialize)]
@@ -32,6 +34,9 @@ pub struct OfflineReport {
     pub lost: u64,
     pub duplicates: u64,
     pub reordered: u64,
+    /// `(seconds since the receiver connected, messages held by then)`,
+    /// every [`PROGRESS_STEP`] or less often.
+    pub progress: Vec<(f64, u64)>,
 }
 
 pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
@@ -67,6 +72,8 @@ pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
     let started = Instant::now();
     let mut receiver = connect(&ws_url, &users[1].token).await?;
     let (mut last, mut acked, mut delivered, mut duplicates, mut reordered) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut progress = Vec::new();
+    let mut next_step = started + PROGRESS_STEP;
     while last < backlog {
         let text = match tokio::time::timeout(Duration::from_secs(30), receiver.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => t,
@@ -83,6 +90,11 @@ pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
         }
         last = m.seq;
         delivered += 1;
+        let now = Instant::now();
+        if now >= next_step || last == backlog {
+            progress.push((now.duration_since(started).as_secs_f64(), delivered));
+            next_step = now + PROGRESS_STEP;
+        }
         if last - acked >= ACK_EVERY || last == backlog {
             receiver
                 .send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last}}}"#)))
@@ -101,6 +113,7 @@ pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
         lost: backlog.saturating_sub(delivered),
         duplicates,
         reordered,
+        progress,
     };
     println!(
         "offline: backlog {} built at {:.0}/s; drained in {:.3} s = {:.0} messages/s; lost {} duplicates {} reordered {}",

@@ -36,7 +36,13 @@ pub struct StormReport {
     pub caught_up: usize,
     pub lost: u64,
     pub reordered: u64,
+    /// `(seconds since the reconnection began, devices caught up by then)`,
+    /// at most [`PROGRESS_POINTS`] points.
+    pub progress: Vec<(f64, u64)>,
 }
+
+/// Points of the catch-up curve in a report.
+const PROGRESS_POINTS: usize = 500;
 
 pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
     raise_open_files();
@@ -82,10 +88,14 @@ pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
     let mut h = histogram();
     let (mut caught_up, mut lost, mut reordered) = (0, 0, 0);
     let mut first_error = None;
+    let mut done_at = Vec::with_capacity(n);
     for r in results {
         match r {
             Ok(c) => {
                 let _ = h.record(c.micros.max(1));
+                if c.received == MISSED {
+                    done_at.push(c.micros);
+                }
                 lost += MISSED - c.received;
                 reordered += c.reordered;
                 if c.received == MISSED {
@@ -109,6 +119,7 @@ pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
         caught_up,
         lost,
         reordered,
+        progress: curve(done_at),
     };
     println!(
         "reconnect-storm: {} of {} devices caught up in {:.2} s (per device p50 {:.1} ms, p99 {:.1} ms); lost {} reordered {}",
@@ -154,4 +165,23 @@ async fn catch_up(
     ws.send(Message::text(format!(r#"{{"type":"ack","conversation_id":"{conv}","seq":{last}}}"#))).await?;
     let _ = ws.close(None).await;
     Ok(CatchUp { micros, received, reordered })
+}
+
+/// The cumulative count of devices caught up, from their catch-up times in µs.
+fn curve(mut micros: Vec<u64>) -> Vec<(f64, u64)> {
+    micros.sort_unstable();
+    let every = micros.len().div_ceil(PROGRESS_POINTS).max(1);
+    let mut points: Vec<(f64, u64)> = micros
+        .iter()
+        .enumerate()
+        .skip(every - 1)
+        .step_by(every)
+        .map(|(i, &t)| (t as f64 / 1e6, i as u64 + 1))
+        .collect();
+    if let Some(&t) = micros.last() {
+        if points.last().map(|p| p.1) != Some(micros.len() as u64) {
+            points.push((t as f64 / 1e6, micros.len() as u64));
+        }
+    }
+    points
 }
