@@ -108,8 +108,10 @@ fn connections_are_established_and_held() {
 
 #[test]
 fn connections_are_held_by_several_processes() {
-    let r =
-        bench(&["--spawn", "--scenario", "connections", "--connections", "61", "--duration", "1", "--processes", "3"]);
+    let args = ["--spawn", "--scenario", "connections", "--connections", "61", "--duration", "1", "--processes", "3"];
+    let (r, page) = bench_reporting(&args, true);
+    assert_eq!(progress_end(&r), 61, "the curve counts the connections of every process");
+    assert_eq!(page.matches("<svg").count(), 1, "one chart");
     assert_eq!(r["processes"], 3);
     assert_eq!(r["established"], 61);
     assert_eq!(r["held"], 61);

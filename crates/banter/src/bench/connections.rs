@@ -49,6 +49,11 @@ pub struct ConnectionsReport {
     pub server_rss_after_bytes: Option<u64>,
     /// Server memory per connection: RSS growth over the connections established.
     pub server_bytes_per_connection: Option<f64>,
+    /// `(seconds since opening began, connections established by then)`,
+    /// at most [`super::report::PROGRESS_POINTS`] points; with several
+    /// processes, each counts from its own start, which they share within
+    /// the time it takes to tell them to go.
+    pub progress: Vec<(f64, u64)>,
 }
 
 /// Raises this process's open-file limit as far as allowed; returns (soft, hard).
@@ -84,6 +89,8 @@ struct Measured {
     held: usize,
     rss_before: Option<u64>,
     rss_after: Option<u64>,
+    /// When each connection was established, µs since its process began opening.
+    done_micros: Vec<u64>,
 }
 
 /// Runs the scenario: connection `i` goes to node `i % bases.len()`. With
@@ -111,7 +118,8 @@ pub async fn run(
         let rss_before = server_rss(&http, bases, pid).await;
         eprintln!("opening {n} connections");
         let started = Instant::now();
-        let (sockets, failed, first_error) = open_all(bases, tokens.into_iter().enumerate().collect()).await?;
+        let OpenedAll { sockets, failed, first_error, done_micros } =
+            open_all(bases, tokens.into_iter().enumerate().collect()).await?;
         let establish_seconds = started.elapsed().as_secs_f64();
         let established = sockets.len();
         report_opened(established, failed, first_error.map(|e| format!("{e:#}")), limit, establish_seconds, hold);
@@ -120,7 +128,7 @@ pub async fn run(
         let rss_after = server_rss(&http, bases, pid).await;
         let held = still_open.len();
         drop(still_open);
-        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after }
+        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after, done_micros }
     } else {
         let mut shares: Vec<Vec<(usize, String)>> = vec![Vec::new(); processes];
         for (i, token) in tokens.into_iter().enumerate() {
@@ -136,12 +144,13 @@ pub async fn run(
         let established = opened.iter().map(|o| o.established).sum();
         let failed = opened.iter().map(|o| o.failed).sum();
         let limit = opened.first().map_or(limit, |o| o.open_file_limit);
+        let done_micros = opened.iter().flat_map(|o| o.done_micros.iter().copied()).collect();
         let first_error = opened.into_iter().find_map(|o| o.first_error);
         report_opened(established, failed, first_error, limit, establish_seconds, hold);
         let held = workers.held().await?;
         let rss_after = server_rss(&http, bases, pid).await;
         workers.finish().await;
-        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after }
+        Measured { processes, limit, established, establish_seconds, held, rss_before, rss_after, done_micros }
     };
     Ok(ConnectionsReport::new(n, hold, m))
 }
@@ -178,6 +187,7 @@ impl ConnectionsReport {
             server_rss_before_bytes: m.rss_before,
             server_rss_after_bytes: m.rss_after,
             server_bytes_per_connection: per_connection,
+            progress: super::report::progress_curve(m.done_micros),
         };
         println!(
             "connections: {} of {} established in {:.2} s ({:.0}/s) by {} process{}; {} held for {} s; server {} per connection",
@@ -195,13 +205,19 @@ impl ConnectionsReport {
     }
 }
 
+/// The connections of a share that opened, and what became of the rest.
+pub(super) struct OpenedAll {
+    pub(super) sockets: Vec<Ws>,
+    pub(super) failed: usize,
+    pub(super) first_error: Option<anyhow::Error>,
+    /// When each open one was established, µs since opening began.
+    pub(super) done_micros: Vec<u64>,
+}
+
 /// Opens the connections of `share` (`(index, token)`), connection `i` to
-/// node `i % bases.len()` from the `i`-th source address; returns those
-/// open, how many failed, and the first error.
-pub(super) async fn open_all(
-    bases: &[String],
-    share: Vec<(usize, String)>,
-) -> anyhow::Result<(Vec<Ws>, usize, Option<anyhow::Error>)> {
+/// node `i % bases.len()` from the `i`-th source address.
+pub(super) async fn open_all(bases: &[String], share: Vec<(usize, String)>) -> anyhow::Result<OpenedAll> {
+    let started = Instant::now();
     let targets = bases
         .iter()
         .map(|b| Ok(b.trim_start_matches("http://").parse::<SocketAddr>()?))
@@ -209,23 +225,28 @@ pub(super) async fn open_all(
     let opened: Vec<_> = stream::iter(share)
         .map(|(i, token)| {
             let target = targets[i % targets.len()];
-            open(target, format!("ws://{target}/v1/ws"), token, i)
+            let opening = open(target, format!("ws://{target}/v1/ws"), token, i);
+            async move { opening.await.map(|ws| (ws, started.elapsed().as_micros() as u64)) }
         })
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect()
         .await;
     let mut sockets = Vec::with_capacity(opened.len());
+    let mut done_micros = Vec::with_capacity(opened.len());
     let (mut failed, mut first_error) = (0, None);
     for o in opened {
         match o {
-            Ok(ws) => sockets.push(ws),
+            Ok((ws, at)) => {
+                sockets.push(ws);
+                done_micros.push(at);
+            }
             Err(e) => {
                 failed += 1;
                 first_error.get_or_insert(e);
             }
         }
     }
-    Ok((sockets, failed, first_error))
+    Ok(OpenedAll { sockets, failed, first_error, done_micros })
 }
 
 /// Holds connections idle until `deadline`, each heartbeating on its own
@@ -287,4 +308,20 @@ async fn idle(mut ws: Ws, deadline: Instant) -> Option<Ws> {
         }
     }
     Some(ws)
+}
+
+impl super::ProgressRun for ConnectionsReport {
+    const TITLE: &'static str = "connections";
+    const AXES: (&'static str, &'static str) = ("seconds since opening began", "connections established");
+
+    fn lead(&self) -> String {
+        format!(
+            "{} authenticated connections opened at once by {} process(es), {:.0} a second, then held {} s with heartbeats.",
+            self.established, self.processes, self.establish_per_s, self.held_seconds
+        )
+    }
+
+    fn progress(&self) -> &[(f64, u64)] {
+        &self.progress
+    }
 }

@@ -87,8 +87,8 @@ pub struct BenchArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Also write the run as a self-contained HTML page with charts (direct, group, offline and
-    /// reconnect-storm scenarios).
+    /// Also write the run as a self-contained HTML page with charts (every scenario but store
+    /// and history).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
     /// Direct scenario: first send the same load through a plain in-process WebSocket relay,
@@ -137,10 +137,8 @@ pub struct BenchArgs {
 
 /// Runs the bench; an error (and a non-zero exit) if anything was lost or reordered.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.report.is_some()
-        && !matches!(args.scenario, Scenario::Direct | Scenario::Group | Scenario::Offline | Scenario::ReconnectStorm)
-    {
-        eprintln!("note: --report is ignored: it applies to the direct, group, offline and reconnect-storm scenarios");
+    if args.report.is_some() && matches!(args.scenario, Scenario::Store | Scenario::History) {
+        eprintln!("note: --report is ignored: the store and history scenarios write no page");
     }
     if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
         eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
@@ -179,20 +177,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Offline => {
             async {
                 let r = offline::run(&base, args.messages).await?;
-                if let Some(path) = &args.report {
-                    let page = html::ProgressPage {
-                        title: "offline",
-                        lead: format!(
-                            "One device offline while {} messages were stored, then connecting: its backlog drained at {:.0} messages/s.",
-                            r.backlog, r.drain_messages_per_s
-                        ),
-                        x_desc: "seconds since the device connected",
-                        y_desc: "messages received",
-                        points: &r.progress,
-                        figures: serde_json::to_value(&r)?,
-                    };
-                    html::write_progress(path, &page)?;
-                }
+                report_progress(&args, &r)?;
                 finish(&args, &r)
             }
             .await
@@ -200,27 +185,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Connections => {
             async {
                 let processes = args.processes.map(|p| p as usize);
-                finish(&args, &connections::run(&bases, args.connections, args.duration, pid, processes).await?)
+                let r = connections::run(&bases, args.connections, args.duration, pid, processes).await?;
+                report_progress(&args, &r)?;
+                finish(&args, &r)
             }
             .await
         }
         Scenario::ReconnectStorm => {
             async {
                 let r = storm::run(&base, args.connections).await?;
-                if let Some(path) = &args.report {
-                    let page = html::ProgressPage {
-                        title: "reconnect-storm",
-                        lead: format!(
-                            "{} connected devices dropped at once and came back; {} messages arrived meanwhile. All caught up in {:.2} s.",
-                            r.clients, r.missed_per_client, r.all_caught_up_seconds
-                        ),
-                        x_desc: "seconds since the devices began to reconnect",
-                        y_desc: "devices caught up",
-                        points: &r.progress,
-                        figures: serde_json::to_value(&r)?,
-                    };
-                    html::write_progress(path, &page)?;
-                }
+                report_progress(&args, &r)?;
                 finish(&args, &r)
             }
             .await
@@ -247,6 +221,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         s.stop().await;
     }
     outcome
+}
+
+/// A run measured by how fast something completed (a backlog drained,
+/// connections established, devices caught up): its `--report` page is
+/// one chart of the count done over time.
+pub trait ProgressRun: serde::Serialize {
+    /// The scenario, as named on the command line.
+    const TITLE: &'static str;
+    /// What the chart's x and y axes show.
+    const AXES: (&'static str, &'static str);
+    /// One sentence on what ran and its main figure.
+    fn lead(&self) -> String;
+    /// `(seconds, count done by then)`.
+    fn progress(&self) -> &[(f64, u64)];
+}
+
+/// Writes the `--report` page of a progress run, if one was asked for.
+fn report_progress<R: ProgressRun>(args: &BenchArgs, run: &R) -> anyhow::Result<()> {
+    let Some(path) = &args.report else { return Ok(()) };
+    let (x_desc, y_desc) = R::AXES;
+    let figures = serde_json::to_value(run)?;
+    let page =
+        html::ProgressPage { title: R::TITLE, lead: run.lead(), x_desc, y_desc, points: run.progress(), figures };
+    html::write_progress(path, &page)
 }
 
 /// The servers of a comma-separated `--url`.

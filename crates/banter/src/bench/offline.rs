@@ -121,3 +121,19 @@ pub async fn run(base: &str, backlog: u64) -> anyhow::Result<OfflineReport> {
     );
     Ok(report)
 }
+
+impl super::ProgressRun for OfflineReport {
+    const TITLE: &'static str = "offline";
+    const AXES: (&'static str, &'static str) = ("seconds since the device connected", "messages received");
+
+    fn lead(&self) -> String {
+        format!(
+            "One device offline while {} messages were stored, then connecting: its backlog drained at {:.0} messages/s.",
+            self.backlog, self.drain_messages_per_s
+        )
+    }
+
+    fn progress(&self) -> &[(f64, u64)] {
+        &self.progress
+    }
+}

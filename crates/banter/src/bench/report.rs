@@ -239,3 +239,27 @@ impl Report {
         }
     }
 }
+
+/// Points of a progress curve in a report.
+pub const PROGRESS_POINTS: usize = 500;
+
+/// The cumulative count of things done (devices caught up, connections
+/// established) from the times each was done, in µs: `(seconds, done by
+/// then)`, at most [`PROGRESS_POINTS`] points, the last one the total.
+pub fn progress_curve(mut micros: Vec<u64>) -> Vec<(f64, u64)> {
+    micros.sort_unstable();
+    let every = micros.len().div_ceil(PROGRESS_POINTS).max(1);
+    let mut points: Vec<(f64, u64)> = micros
+        .iter()
+        .enumerate()
+        .skip(every - 1)
+        .step_by(every)
+        .map(|(i, &t)| (t as f64 / 1e6, i as u64 + 1))
+        .collect();
+    if let Some(&t) = micros.last() {
+        if points.last().map(|p| p.1) != Some(micros.len() as u64) {
+            points.push((t as f64 / 1e6, micros.len() as u64));
+        }
+    }
+    points
+}

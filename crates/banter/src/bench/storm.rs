@@ -7,7 +7,7 @@
 //! over HTTP while every device is away.
 
 use super::connections::{open, raise_open_files, Ws};
-use super::report::{histogram, Percentiles};
+use super::report::{histogram, progress_curve, Percentiles};
 use super::setup;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use futures_util::SinkExt;
@@ -37,12 +37,9 @@ pub struct StormReport {
     pub lost: u64,
     pub reordered: u64,
     /// `(seconds since the reconnection began, devices caught up by then)`,
-    /// at most [`PROGRESS_POINTS`] points.
+    /// at most [`super::report::PROGRESS_POINTS`] points.
     pub progress: Vec<(f64, u64)>,
 }
-
-/// Points of the catch-up curve in a report.
-const PROGRESS_POINTS: usize = 500;
 
 pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
     raise_open_files();
@@ -119,7 +116,7 @@ pub async fn run(base: &str, n: usize) -> anyhow::Result<StormReport> {
         caught_up,
         lost,
         reordered,
-        progress: curve(done_at),
+        progress: progress_curve(done_at),
     };
     println!(
         "reconnect-storm: {} of {} devices caught up in {:.2} s (per device p50 {:.1} ms, p99 {:.1} ms); lost {} reordered {}",
@@ -167,21 +164,18 @@ async fn catch_up(
     Ok(CatchUp { micros, received, reordered })
 }
 
-/// The cumulative count of devices caught up, from their catch-up times in µs.
-fn curve(mut micros: Vec<u64>) -> Vec<(f64, u64)> {
-    micros.sort_unstable();
-    let every = micros.len().div_ceil(PROGRESS_POINTS).max(1);
-    let mut points: Vec<(f64, u64)> = micros
-        .iter()
-        .enumerate()
-        .skip(every - 1)
-        .step_by(every)
-        .map(|(i, &t)| (t as f64 / 1e6, i as u64 + 1))
-        .collect();
-    if let Some(&t) = micros.last() {
-        if points.last().map(|p| p.1) != Some(micros.len() as u64) {
-            points.push((t as f64 / 1e6, micros.len() as u64));
-        }
+impl super::ProgressRun for StormReport {
+    const TITLE: &'static str = "reconnect-storm";
+    const AXES: (&'static str, &'static str) = ("seconds since the devices began to reconnect", "devices caught up");
+
+    fn lead(&self) -> String {
+        format!(
+            "{} connected devices dropped at once and came back; {} messages arrived meanwhile. All caught up in {:.2} s.",
+            self.clients, self.missed_per_client, self.all_caught_up_seconds
+        )
     }
-    points
+
+    fn progress(&self) -> &[(f64, u64)] {
+        &self.progress
+    }
 }

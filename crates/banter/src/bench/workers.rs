@@ -34,6 +34,8 @@ pub struct Opened {
     pub first_error: Option<String>,
     /// The worker's open-file limit (soft, hard) after raising it.
     pub open_file_limit: (u64, u64),
+    /// When each connection was established, µs since the worker began opening.
+    pub done_micros: Vec<u64>,
 }
 
 /// A worker held its connections for the run's duration: how many stayed open.
@@ -153,12 +155,14 @@ pub async fn run(bases: &[String], hold: u64) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
     say(&mut out, "ready").await?;
     anyhow::ensure!(input.next_line().await?.as_deref() == Some("go"), "worker: expected go");
-    let (sockets, failed, first_error) = connections::open_all(bases, share).await?;
+    let connections::OpenedAll { sockets, failed, first_error, done_micros } =
+        connections::open_all(bases, share).await?;
     let opened = Opened {
         established: sockets.len(),
         failed,
         first_error: first_error.map(|e| format!("{e:#}")),
         open_file_limit: limit,
+        done_micros,
     };
     say(&mut out, &serde_json::to_string(&opened)?).await?;
     let still_open: Vec<Ws> = connections::hold_open(sockets, Instant::now() + Duration::from_secs(hold)).await;
