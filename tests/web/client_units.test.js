@@ -1,6 +1,6 @@
 // Unit tests of the client's pure parts (connection.js: Sequencer, Outbox,
-// Backoff), run in the browser on the module the server serves, like the
-// Rust SDK's tests of sequencer.rs, outbox.rs and backoff.rs.
+// Backoff, LazyAcks), run in the browser on the module the server serves, like the
+// Rust SDK's tests of sequencer.rs, outbox.rs, backoff.rs and lazy.rs.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -17,7 +17,7 @@ let page;
 async function inPage(body) {
   page ??= (await openUser(env.browser, env.server)).page;
   return page.evaluate(`(async () => {
-    const { Backoff, Outbox, Sequencer } = await import('/js/connection.js');
+    const { Backoff, LazyAcks, Outbox, Sequencer } = await import('/js/connection.js');
     const m = (seq) => ({ conversation_id: 'a', message_id: 'id' + seq, seq, sender_id: '1', content: {} });
     const seqs = (out) => out.deliver.map((message) => message.seq);
     ${body}
@@ -130,4 +130,29 @@ test('backoff ceilings double up to the maximum, with full jitter below them', a
     return { ceilings, low, afterReset: top.next(() => 1) };
   `);
   assert.deepEqual(result, { ceilings: [100, 200, 400, 800, 1000, 1000], low: [0, 0, 0], afterReset: 100 });
+});
+
+test('acks of a group above receipts_up_to wait lazy_ack_ms, until a quarter of the window is unacknowledged', async () => {
+  const result = await inPage(`
+    const lazy = new LazyAcks();
+    const before = lazy.delay('big', 1);
+    lazy.configure({ receipts_up_to: 500, lazy_ack_ms: 500, window: 256 });
+    lazy.members('big', 501);
+    lazy.members('small', 500);
+    const older = new LazyAcks();
+    older.configure({ window: 256 });
+    older.members('big', 501);
+    return {
+      before,
+      unknown: lazy.delay('other', 1),
+      small: lazy.delay('small', 1),
+      big: lazy.delay('big', 1),
+      bigBusy: lazy.delay('big', 63),
+      bigQuarter: lazy.delay('big', 64),
+      olderServer: older.delay('big', 1),
+    };
+  `);
+  assert.deepEqual(result, {
+    before: 25, unknown: 25, small: 25, big: 500, bigBusy: 500, bigQuarter: 25, olderServer: 25,
+  });
 });

@@ -249,6 +249,7 @@ async function fetchConversation(conversationId) {
 function addConversation(wire) {
   const conversation = app.state.upsertConversation(wire);
   const id = conversation.conversation_id;
+  app.session.memberCount(id, wire.member_count);
   const held = app.orphans.get(id);
   app.orphans.delete(id);
   if (held) app.state.addMessages(id, held, { live: true });

@@ -14,9 +14,11 @@
  *   from the history endpoint when a push skips seqs.
  * - Acks: after a message has been handed to the application, the
  *   conversation's contiguous seq is acknowledged (cumulatively, batched).
+ *   In a group above the welcome's `receipts_up_to`, which keeps no receipts,
+ *   the ack may wait up to the welcome's `lazy_ack_ms` (`LazyAcks`).
  *
  * It mirrors the Rust SDK (`crates/banter-client`): `driver.rs`, `outbox.rs`,
- * `sequencer.rs` and `backoff.rs`. The application listens for events:
+ * `sequencer.rs`, `backoff.rs` and `lazy.rs`. The application listens for events:
  * `status`, `welcome`, `message`, `sent`, `sendfailed`, `receipt`, `typing`,
  * `presence`, `conversation` and `ended` (a close that must not be retried).
  */
@@ -264,6 +266,41 @@ function gap(state) {
 }
 
 /** A fresh `client_msg_id`: 128 random bits in hex (crypto.randomUUID needs a secure context). */
+/**
+ * Which conversations' acks may wait, and how long: those with more members
+ * than the welcome's `receipts_up_to` keep no receipts, so an ack there may
+ * wait the welcome's `lazy_ack_ms`, unless a quarter of the window is
+ * unacknowledged (docs/protocol.md, "Acknowledging a large group"). A
+ * conversation whose member count is not known yet is acked promptly.
+ */
+export class LazyAcks {
+  #upTo = null;
+  #waitMs = 0;
+  #window = 0;
+  /** @type {Map<string, number>} */
+  #members = new Map();
+
+  /** Takes `receipts_up_to`, `lazy_ack_ms` and `window` from a welcome (a server without them gets prompt acks). */
+  configure({ receipts_up_to: upTo, lazy_ack_ms: waitMs, window }) {
+    this.#upTo = Number.isInteger(upTo) ? upTo : null;
+    this.#waitMs = Number.isInteger(waitMs) && waitMs > 0 ? waitMs : 0;
+    this.#window = Number.isInteger(window) ? window : 0;
+  }
+
+  /** Records a conversation's member count (from the conversation list or a `conversation` frame). */
+  members(conversationId, count) {
+    if (Number.isInteger(count)) this.#members.set(conversationId, count);
+  }
+
+  /** How long, in ms, an ack of `conversationId` may wait with `unacked` messages not yet acknowledged. */
+  delay(conversationId, unacked) {
+    const count = this.#members.get(conversationId);
+    const lazy = this.#upTo !== null && this.#waitMs > 0 && count !== undefined && count > this.#upTo;
+    if (!lazy || unacked * 4 >= this.#window) return ACK_DELAY_MS;
+    return this.#waitMs;
+  }
+}
+
 export function newClientMsgId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -299,6 +336,9 @@ export class Session extends EventTarget {
   #acksDue = new Map();
   /** The seq last acknowledged per conversation on this connection. */
   #acked = new Map();
+  /** When the pending ack flush is due (ms since the epoch), if one is. */
+  #ackAt = null;
+  #lazy = new LazyAcks();
   #onOnline = () => this.status === 'waiting' && this.reconnectNow();
   #onOffline = () => this.#lost('the browser went offline');
   #onVisible = () => {
@@ -387,6 +427,11 @@ export class Session extends EventTarget {
     if (this.#welcomed) this.#write({ type: 'typing', conversation_id: conversationId });
   }
 
+  /** Tells the session a conversation's member count, which decides whether its acks may wait (`LazyAcks`). */
+  memberCount(conversationId, count) {
+    this.#lazy.members(conversationId, count);
+  }
+
   /** Follows the presence of these users, now and on every later connection. */
   follow(userIds) {
     const fresh = userIds.filter((id) => !this.#followed.has(id));
@@ -458,6 +503,7 @@ export class Session extends EventTarget {
     clearTimeout(this.#timers[name]);
     clearInterval(this.#timers[name]);
     this.#timers[name] = null;
+    if (name === 'ack') this.#ackAt = null;
   }
 
   #setStatus(status, reason = '') {
@@ -513,6 +559,7 @@ export class Session extends EventTarget {
     this.#connectedAt = Date.now();
     this.userId = welcome.user_id;
     this.#heartbeatMs = welcome.heartbeat_interval_ms || this.#heartbeatMs;
+    this.#lazy.configure(welcome);
     this.#timers.heartbeat = setInterval(() => this.#heartbeat(), this.#heartbeatMs);
     this.#setStatus('connected');
     this.dispatchEvent(new CustomEvent('welcome', { detail: welcome }));
@@ -635,7 +682,14 @@ export class Session extends EventTarget {
 
   #scheduleAck(conversationId, force) {
     this.#acksDue.set(conversationId, force || (this.#acksDue.get(conversationId) ?? false));
-    this.#timers.ack ??= setTimeout(() => this.#flushAcks(), ACK_DELAY_MS);
+    const contiguous = this.#sequencer.contiguous(conversationId) ?? 0;
+    const unacked = contiguous - (this.#acked.get(conversationId) ?? 0);
+    const due = Date.now() + (force ? ACK_DELAY_MS : this.#lazy.delay(conversationId, unacked));
+    // One flush for every conversation: it goes at the earliest moment any of them asks for.
+    if (this.#ackAt !== null && this.#ackAt <= due) return;
+    this.#clear('ack');
+    this.#ackAt = due;
+    this.#timers.ack = setTimeout(() => this.#flushAcks(), due - Date.now());
   }
 
   /** Sends one cumulative `ack` per conversation gathered since the last flush. */
