@@ -332,7 +332,7 @@ export class Session extends EventTarget {
   #followed = new Set();
   /** Read positions given while disconnected, highest per conversation. */
   #reads = new Map();
-  /** Conversations to acknowledge at the next flush, and whether to repeat an unchanged seq. */
+  /** Conversations to acknowledge, whether to repeat an unchanged seq, and when the ack is due (ms since the epoch). */
   #acksDue = new Map();
   /** The seq last acknowledged per conversation on this connection. */
   #acked = new Map();
@@ -574,7 +574,9 @@ export class Session extends EventTarget {
     }
     this.#reads.clear();
     this.#acked.clear();
-    for (const conversationId of this.#sequencer.conversationIds()) this.#acksDue.set(conversationId, false);
+    for (const conversationId of this.#sequencer.conversationIds()) {
+      this.#acksDue.set(conversationId, { force: false, due: 0 });
+    }
     this.#flushAcks();
     this.#writeOutbox();
   }
@@ -681,29 +683,39 @@ export class Session extends EventTarget {
   }
 
   #scheduleAck(conversationId, force) {
-    this.#acksDue.set(conversationId, force || (this.#acksDue.get(conversationId) ?? false));
     const contiguous = this.#sequencer.contiguous(conversationId) ?? 0;
     const unacked = contiguous - (this.#acked.get(conversationId) ?? 0);
     const due = Date.now() + (force ? ACK_DELAY_MS : this.#lazy.delay(conversationId, unacked));
-    // One flush for every conversation: it goes at the earliest moment any of them asks for.
-    if (this.#ackAt !== null && this.#ackAt <= due) return;
-    this.#clear('ack');
-    this.#ackAt = due;
-    this.#timers.ack = setTimeout(() => this.#flushAcks(), due - Date.now());
+    const was = this.#acksDue.get(conversationId);
+    this.#acksDue.set(conversationId, { force: force || (was?.force ?? false), due: Math.min(due, was?.due ?? due) });
+    this.#armAcks();
   }
 
-  /** Sends one cumulative `ack` per conversation gathered since the last flush. */
+  /** Sets the flush timer for the earliest ack due, unless it is set for that or sooner. */
+  #armAcks() {
+    let next = Infinity;
+    for (const { due } of this.#acksDue.values()) next = Math.min(next, due);
+    if (next === Infinity || (this.#ackAt !== null && this.#ackAt <= next)) return;
+    this.#clear('ack');
+    this.#ackAt = next;
+    this.#timers.ack = setTimeout(() => this.#flushAcks(), Math.max(0, next - Date.now()));
+  }
+
+  /** Sends one cumulative `ack` for each conversation whose ack is due, then waits for the next. */
   #flushAcks() {
     this.#clear('ack');
     if (!this.#welcomed) return; // The next welcome acknowledges every conversation again.
-    for (const [conversationId, force] of this.#acksDue) {
+    const now = Date.now();
+    for (const [conversationId, { force, due }] of this.#acksDue) {
+      if (due > now) continue;
+      this.#acksDue.delete(conversationId);
       const seq = this.#sequencer.contiguous(conversationId);
       if (seq === null || !this.#sequencer.ackable(conversationId, seq)) continue;
       if (!force && (this.#acked.get(conversationId) ?? -1) >= seq) continue;
       this.#acked.set(conversationId, seq);
       this.#write({ type: 'ack', conversation_id: conversationId, seq });
     }
-    this.#acksDue.clear();
+    this.#armAcks();
   }
 }
 
