@@ -131,6 +131,11 @@ impl Fanout {
             if seq < range.from && range.from - seq <= CATCH_UP_PAGE as u64 {
                 range.from = seq;
             }
+            // Far above the range: the seqs between were queued before it
+            // began, so the range began with a retried old send; it starts over.
+            if seq > range.up_to.saturating_add(CATCH_UP_PAGE as u64) {
+                range.from = seq;
+            }
             range.up_to = range.up_to.max(seq);
             return;
         }
@@ -467,5 +472,17 @@ mod tests {
         fanout.skip_turn();
         assert_eq!(fanout.next_behind(u64::MAX).unwrap().0, 8);
         assert_eq!(range(&fanout, 7), Some((1, 1)), "its range is kept");
+    }
+
+    #[test]
+    fn a_range_begun_by_a_retried_old_send_starts_over_at_the_next_new_message() {
+        let fanout = Fanout::new(1);
+        fanout.offer(job(7, 9_999, 1));
+        // The queue is full when seq 5 is retried.
+        fanout.offer(job(7, 5, 1));
+        fanout.offer(job(7, 10_000, 1));
+        assert_eq!(range(&fanout, 7), Some((10_000, 10_000)), "not 5 to 10,000 all over again");
+        fanout.offer(job(7, 10_001, 1));
+        assert_eq!(range(&fanout, 7), Some((10_000, 10_001)));
     }
 }
