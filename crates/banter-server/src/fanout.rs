@@ -26,7 +26,9 @@
 //! the store a page at a time
 //! ([`CATCH_UP_PAGE`]), serializes each message once and pushes it like a
 //! queued one, waiting for room as it goes; once it has caught up, the
-//! conversation's messages take the queue again. Conversations behind take
+//! conversation's messages take the queue again. A retried send (pushed
+//! again in case its first attempt never was) goes out only if the queue
+//! has room; it never starts or widens a range. Conversations behind take
 //! turns, a page each; one whose page cannot be read gives its turn away,
 //! and no page is read for [`CATCH_UP_RETRY`]. The store is the truth, so
 //! the backlog lives there, and the sender is held back only by the store.
@@ -55,6 +57,11 @@ pub const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 pub struct Job {
     pub members: Arc<[UserId]>,
     pub message: Arc<Stored>,
+    /// A retried send answered with its earlier message, pushed again in
+    /// case the first attempt never was: it goes out only if the queue has
+    /// room, and never starts or widens a range behind, since it was most
+    /// likely pushed long ago and devices catch up on a gap by themselves.
+    pub retry: bool,
 }
 
 /// A queued job, with the room it took.
@@ -125,20 +132,15 @@ impl Fanout {
         // message of it can be on its way into the queue instead.
         let mut behind = self.behind.lock().expect("fanout lock");
         if let Some(range) = behind.ranges.get_mut(&conversation) {
-            // A seq just below the range is one stored in the same commit
-            // and offered late; one far below is a retried send, which was
-            // pushed long ago and must not make the worker push it all again.
-            if seq < range.from && range.from - seq <= CATCH_UP_PAGE as u64 {
-                range.from = seq;
+            // A new seq below the range is one stored in the same commit and
+            // offered late (sends stored together are offered in any order).
+            if !job.retry {
+                range.from = range.from.min(seq);
+                range.up_to = range.up_to.max(seq);
             }
-            // Far above the range: the seqs between were queued before it
-            // began, so the range began with a retried old send; it starts over.
-            if seq > range.up_to.saturating_add(CATCH_UP_PAGE as u64) {
-                range.from = seq;
-            }
-            range.up_to = range.up_to.max(seq);
             return;
         }
+        let retry = job.retry;
         // A group larger than the whole bound takes all of it; the worker takes the rest.
         let room = job.members.len().clamp(1, self.max_pushes);
         let queued = match self.room.try_acquire_many(room as u32) {
@@ -157,7 +159,7 @@ impl Fanout {
         metrics::gauge!("fanout_queue_depth").set((FANOUT_QUEUE - self.tx.capacity()) as f64);
         if queued {
             behind.queued += 1;
-        } else {
+        } else if !retry {
             let after_jobs = behind.queued;
             behind.ranges.insert(conversation, Behind { from: seq, up_to: seq, after_jobs });
             behind.turns.push_back(conversation);
@@ -283,7 +285,10 @@ impl Fanout {
 /// Returns `false` when the server is shutting down.
 async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
     let room = &state.fanout.room;
-    let message = Arc::new(Stored { room: Some(Arc::clone(room)), ..(*job.message).clone() });
+    // The job's message is usually its own: it takes the room without a copy.
+    let mut stored = Arc::unwrap_or_clone(job.message);
+    stored.room = Some(Arc::clone(room));
+    let message = Arc::new(stored);
     let made = push_message(state, &job.members, &message);
     // Each push made holds one unit from now on: give back what the job took
     // beyond them (members not connected), or take what more devices need,
@@ -333,7 +338,7 @@ async fn catch_up(state: &AppState, conversation: ConversationId, range: Behind)
     };
     metrics::counter!("fanout_from_store_total").increment(page.len() as u64);
     for m in &page {
-        let job = Job { members: Arc::clone(&members), message: Arc::new(Stored::new(m)) };
+        let job = Job { members: Arc::clone(&members), message: Arc::new(Stored::new(m)), retry: false };
         if !push_job(state, job, 0).await {
             return CatchUp::ShuttingDown;
         }
@@ -352,6 +357,11 @@ mod tests {
     use super::*;
 
     fn job(conversation: ConversationId, seq: u64, members: usize) -> Job {
+        Job { retry: false, ..retried(conversation, seq, members) }
+    }
+
+    /// A job of a retried send.
+    fn retried(conversation: ConversationId, seq: u64, members: usize) -> Job {
         let message = Stored {
             conversation_id: conversation,
             seq,
@@ -360,7 +370,7 @@ mod tests {
             origin: None,
             room: None,
         };
-        Job { members: (1..=members as UserId).collect(), message: Arc::new(message) }
+        Job { members: (1..=members as UserId).collect(), message: Arc::new(message), retry: true }
     }
 
     fn range(fanout: &Fanout, conversation: ConversationId) -> Option<(u64, u64)> {
@@ -453,12 +463,12 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_send_far_below_the_range_is_not_pushed_again() {
+    fn a_retried_send_does_not_widen_a_range() {
         let fanout = Fanout::new(1);
         fanout.offer(job(7, 1, 1));
         fanout.offer(job(7, 1_000, 1));
         // A retry of seq 2 is answered with its old message and offered again.
-        fanout.offer(job(7, 2, 1));
+        fanout.offer(retried(7, 2, 1));
         assert_eq!(range(&fanout, 7), Some((1_000, 1_000)));
     }
 
@@ -475,14 +485,13 @@ mod tests {
     }
 
     #[test]
-    fn a_range_begun_by_a_retried_old_send_starts_over_at_the_next_new_message() {
+    fn a_retried_send_that_finds_no_room_starts_no_range() {
         let fanout = Fanout::new(1);
         fanout.offer(job(7, 9_999, 1));
         // The queue is full when seq 5 is retried.
-        fanout.offer(job(7, 5, 1));
+        fanout.offer(retried(7, 5, 1));
+        assert_eq!(range(&fanout, 7), None);
         fanout.offer(job(7, 10_000, 1));
         assert_eq!(range(&fanout, 7), Some((10_000, 10_000)), "not 5 to 10,000 all over again");
-        fanout.offer(job(7, 10_001, 1));
-        assert_eq!(range(&fanout, 7), Some((10_000, 10_001)));
     }
 }

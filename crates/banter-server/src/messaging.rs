@@ -78,18 +78,18 @@ pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<Stor
     // The message is stored: a failed push must not turn its `sent` into an
     // error; devices that missed it catch up from the store.
     let m = &appended.message;
-    if let Err(e) = dispatch(state, m).await {
+    if let Err(e) = dispatch(state, m, appended.duplicate).await {
         tracing::warn!(error = %e.message, "push after store failed; connections resync");
     }
     Ok(appended.message)
 }
 
-/// Pushes a stored message to the member devices.
-async fn dispatch(state: &Arc<AppState>, m: &StoredMessage) -> ApiResult<()> {
+/// Pushes a stored message to the member devices; `retry` if it was stored earlier.
+async fn dispatch(state: &Arc<AppState>, m: &StoredMessage, retry: bool) -> ApiResult<()> {
     let message = Arc::new(Stored::new(m));
     match state.members.get(state.store.as_ref(), m.conversation_id).await {
         Ok(members) => {
-            crate::cluster::deliver::message(state, members, message).await;
+            crate::cluster::deliver::message(state, members, message, retry).await;
             Ok(())
         }
         Err(e) => {

@@ -6,14 +6,20 @@ use common::Server;
 use serde_json::json;
 use std::time::Duration;
 
-async fn group_delivery(threshold: &str) {
-    let s = Server::start(&["--fanout-sync-threshold", threshold]).await;
+/// Users `user0`..`user{n-1}` and their group, created by `user0`.
+async fn group_of(s: &Server, n: usize) -> (Vec<common::User>, String) {
     let mut users = Vec::new();
-    for i in 0..6 {
+    for i in 0..n {
         users.push(s.user(&format!("user{i}")).await);
     }
     let refs: Vec<&common::User> = users[1..].iter().collect();
     let conv = s.group(&users[0], &refs).await;
+    (users, conv)
+}
+
+async fn group_delivery(threshold: &str) {
+    let s = Server::start(&["--fanout-sync-threshold", threshold]).await;
+    let (users, conv) = group_of(&s, 6).await;
     let second = s.login("user3").await;
     let mut sockets = Vec::new();
     for u in users.iter().chain(std::iter::once(&second)) {
@@ -125,12 +131,7 @@ async fn a_large_group_past_the_fanout_bound_is_delivered_from_the_store_in_orde
     // Room for a single push: while one message's pushes are unhandled,
     // the next ones find no room, and the fan-out reads them back.
     let s = Server::start(&["--fanout-sync-threshold", "2", "--fanout-max-pushes", "1"]).await;
-    let mut users = Vec::new();
-    for i in 0..4 {
-        users.push(s.user(&format!("user{i}")).await);
-    }
-    let refs: Vec<&common::User> = users[1..].iter().collect();
-    let conv = s.group(&users[0], &refs).await;
+    let (users, conv) = group_of(&s, 4).await;
     let second = s.login("user2").await;
     let mut sockets = Vec::new();
     for u in users[1..].iter().chain(std::iter::once(&second)) {

@@ -17,10 +17,12 @@ use std::sync::Arc;
 /// Offering to this node's fan-out queue never waits. JetStream's path is
 /// boxed: it is taken only for large groups, and inline it would make the
 /// future of every send several times larger.
-pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stored>) {
+/// `retry` says the message was stored earlier and is pushed again for a
+/// retried send.
+pub async fn message(state: &AppState, members: Arc<[UserId]>, message: Arc<Stored>, retry: bool) {
     let large = members.len() as u64 > state.config.fanout_sync_threshold;
     match &state.cluster {
-        None if large => state.fanout.offer(Job { members, message }),
+        None if large => state.fanout.offer(Job { members, message, retry }),
         None => {
             push_message(state, &members, &message);
         }

@@ -48,22 +48,15 @@ pub struct ProgressPage<'a> {
 
 /// Writes the page of a progress run to `path`.
 pub fn write_progress(path: &Path, p: &ProgressPage<'_>) -> anyhow::Result<()> {
-    let mut html = String::new();
-    write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Banter bench: {title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
-         <h1>Banter bench: {title}</h1>\n<p class=\"lead\">{lead}</p>\n<h2>Progress over time</h2>\n",
-        title = p.title,
-        lead = p.lead,
-    )?;
+    let mut html = head(p.title, &p.lead);
+    html.push_str("<h2>Progress over time</h2>\n");
     html.push_str(&chart(&[(p.y_desc, BANTER, false)], |area| progress(area, p))?);
     html.push_str("<h2>Every figure</h2>\n<div class=\"tables\">\n<table class=\"figures\">\n<tbody>\n");
     for (name, value) in scalars(&p.figures) {
         let _ = writeln!(html, "<tr><th>{name}</th><td>{value}</td></tr>");
     }
-    html.push_str("</tbody>\n</table>\n</div>\n</main>\n</body>\n</html>\n");
+    html.push_str("</tbody>\n</table>\n</div>\n");
+    html.push_str(TAIL);
     std::fs::write(path, html)?;
     eprintln!("report written to {}", path.display());
     Ok(())
@@ -133,19 +126,11 @@ fn page(outcome: &Outcome) -> anyhow::Result<String> {
     let r = &outcome.report;
     let relay = outcome.relay.as_ref();
     let rate = r.rate.map_or("closed loop (as fast as acknowledgements allow)".to_owned(), |v| format!("{v} msg/s"));
-    let mut html = String::new();
-    write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Banter bench: {scenario}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
-         <h1>Banter bench: {scenario}</h1>\n\
-         <p class=\"lead\">{pairs} senders, {conns} WebSocket connections, {secs:.0} s of sending, {rate}.</p>\n",
-        scenario = scenario_name(r),
-        pairs = r.pairs,
-        conns = r.websocket_connections,
-        secs = r.duration_s,
-    )?;
+    let lead = format!(
+        "{} senders, {} WebSocket connections, {:.0} s of sending, {rate}.",
+        r.pairs, r.websocket_connections, r.duration_s
+    );
+    let mut html = head(&scenario_name(r), &lead);
     html.push_str(&headline(outcome));
     let banter = ("Banter", BANTER, false);
     let plain = relay.map(|_| ("plain relay", RELAY, false));
@@ -163,9 +148,22 @@ fn page(outcome: &Outcome) -> anyhow::Result<String> {
     html.push_str(&chart(&series, |area| distribution(area, r, relay))?);
     html.push_str("<h2>Every figure</h2>\n");
     html.push_str(&figures(outcome));
-    html.push_str("</main>\n</body>\n</html>\n");
+    html.push_str(TAIL);
     Ok(html)
 }
+
+/// The start of a page, through its title and lead paragraph.
+fn head(title: &str, lead: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Banter bench: {title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
+         <h1>Banter bench: {title}</h1>\n<p class=\"lead\">{lead}</p>\n"
+    )
+}
+
+/// The end of a page.
+const TAIL: &str = "</main>\n</body>\n</html>\n";
 
 /// The four figures that matter most, as cards above the charts.
 fn headline(outcome: &Outcome) -> String {

@@ -174,31 +174,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let base = bases[0].clone();
     let pid = spawned.as_ref().map(|s| s.pid);
     let outcome = match args.scenario {
-        Scenario::Offline => {
-            async {
-                let r = offline::run(&base, args.messages).await?;
-                report_progress(&args, &r)?;
-                finish(&args, &r)
-            }
-            .await
-        }
+        Scenario::Offline => async { finish_progress(&args, &offline::run(&base, args.messages).await?) }.await,
         Scenario::Connections => {
             async {
                 let processes = args.processes.map(|p| p as usize);
-                let r = connections::run(&bases, args.connections, args.duration, pid, processes).await?;
-                report_progress(&args, &r)?;
-                finish(&args, &r)
+                finish_progress(
+                    &args,
+                    &connections::run(&bases, args.connections, args.duration, pid, processes).await?,
+                )
             }
             .await
         }
-        Scenario::ReconnectStorm => {
-            async {
-                let r = storm::run(&base, args.connections).await?;
-                report_progress(&args, &r)?;
-                finish(&args, &r)
-            }
-            .await
-        }
+        Scenario::ReconnectStorm => async { finish_progress(&args, &storm::run(&base, args.connections).await?) }.await,
         Scenario::Direct | Scenario::Group => {
             async {
                 let result = match args.scenario {
@@ -237,14 +224,15 @@ pub trait ProgressRun: serde::Serialize {
     fn progress(&self) -> &[(f64, u64)];
 }
 
-/// Writes the `--report` page of a progress run, if one was asked for.
-fn report_progress<R: ProgressRun>(args: &BenchArgs, run: &R) -> anyhow::Result<()> {
-    let Some(path) = &args.report else { return Ok(()) };
+/// Writes a progress run's `--report` page (if asked for) and JSON, then verifies.
+fn finish_progress<R: ProgressRun + Verified>(args: &BenchArgs, run: &R) -> anyhow::Result<()> {
+    let Some(path) = &args.report else { return finish(args, run) };
     let (x_desc, y_desc) = R::AXES;
     let figures = serde_json::to_value(run)?;
     let page =
         html::ProgressPage { title: R::TITLE, lead: run.lead(), x_desc, y_desc, points: run.progress(), figures };
-    html::write_progress(path, &page)
+    html::write_progress(path, &page)?;
+    finish(args, run)
 }
 
 /// The servers of a comma-separated `--url`.
