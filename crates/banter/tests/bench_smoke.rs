@@ -36,6 +36,8 @@ fn direct_closed_loop_verifies_delivery() {
     assert_eq!(r["delivered"], r["sent_acknowledged"]);
     assert_eq!(r["websocket_connections"], 6);
     assert!(r["message_delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
+    // Nothing is due at a time in closed loop, so nothing can be late.
+    assert!(r["send_lag_ms"].is_null(), "{}", r["send_lag_ms"]);
 }
 
 #[test]
@@ -46,6 +48,8 @@ fn direct_open_loop_verifies_delivery() {
     // An open loop sends on schedule: about rate × duration messages.
     let sent = r["sent_acknowledged"].as_u64().unwrap();
     assert!((150..=250).contains(&sent), "{sent}");
+    // Each send's lateness against its schedule was recorded.
+    assert_eq!(r["send_lag_ms"]["count"].as_u64().unwrap(), sent);
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub(super) struct SenderStats {
     pub(super) errors: u64,
     pub(super) in_window: u64,
     pub(super) send_to_sent: Histogram<u64>,
+    /// Open loop: how late each send was written after it was due.
+    pub(super) lag: Histogram<u64>,
 }
 
 pub(super) struct ReceiverStats {
@@ -74,6 +76,7 @@ pub(super) struct ReceiverStats {
 /// The sum of a run's senders and receivers, turned into its [`Report`].
 pub(super) struct Tally {
     send_to_sent: Histogram<u64>,
+    lag: Histogram<u64>,
     latency: Histogram<u64>,
     timeline: Timeline,
     confirmed: u64,
@@ -90,6 +93,7 @@ impl Tally {
     pub(super) fn new() -> Tally {
         Tally {
             send_to_sent: histogram(),
+            lag: histogram(),
             latency: histogram(),
             timeline: Timeline::new(),
             confirmed: 0,
@@ -109,6 +113,7 @@ impl Tally {
         self.errors += s.errors;
         self.acked_in_window += s.in_window;
         self.send_to_sent.add(&s.send_to_sent)?;
+        self.lag.add(&s.lag)?;
         Ok(s.confirmed)
     }
 
@@ -148,6 +153,7 @@ impl Tally {
             acked_sends_per_s: self.acked_in_window as f64 / secs,
             message_delivery_latency_ms: Percentiles::of(&self.latency),
             send_to_sent_ms: Percentiles::of(&self.send_to_sent),
+            send_lag_ms: args.rate.map(|_| Percentiles::of(&self.lag)),
             lazy_ack_ms: None,
             ahead: None,
             server_rss_bytes: pid.and_then(server::rss_bytes),
@@ -373,7 +379,7 @@ pub(super) async fn send(
     pace: Option<Pace>,
     mut redial: Option<Redial>,
 ) -> anyhow::Result<SenderStats> {
-    let mut stats = SenderStats { confirmed: 0, errors: 0, in_window: 0, send_to_sent: histogram() };
+    let mut stats = SenderStats { confirmed: 0, errors: 0, in_window: 0, send_to_sent: histogram(), lag: histogram() };
     // Sends awaiting `sent`, in order: (client_msg_id, stamp, when written).
     let mut pending: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut n: u64 = 0;
@@ -391,6 +397,7 @@ pub(super) async fn send(
                 while next_at <= now && next_at < stop_at {
                     n += 1;
                     pending.push_back((n, micros(epoch, next_at), now));
+                    stats.lag.record(micros(next_at, now).max(1))?;
                     next_at += every;
                 }
             }

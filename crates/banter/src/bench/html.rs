@@ -477,6 +477,9 @@ fn figures(outcome: &Outcome) -> String {
     };
     latency_row("send → delivery", &r.message_delivery_latency_ms);
     latency_row("send → sent", &r.send_to_sent_ms);
+    if let Some(lag) = &r.send_lag_ms {
+        latency_row("due → written (the simulator's lag)", lag);
+    }
     if let Some(relay) = &outcome.relay {
         latency_row("send → delivery, plain relay", &relay.message_delivery_latency_ms);
     }

@@ -56,6 +56,8 @@ pub struct RelayResult {
     pub acked_sends_per_s: f64,
     /// Send (or scheduled send, open loop) → receipt at the other side.
     pub message_delivery_latency_ms: Percentiles,
+    /// Open loop: how late the simulator wrote each send after it was due; null in closed loop.
+    pub send_lag_ms: Option<Percentiles>,
     /// Deliveries and latency percentiles per second.
     pub timeline: Vec<Second>,
     /// The whole delivery-latency distribution: `(percentile, ms)` points.
@@ -70,6 +72,9 @@ impl RelayResult {
             "relay baseline      {:.0} delivered/s   latency ms p50 {:.3}  p99 {:.3}  p99.9 {:.3}",
             self.throughput_rps, l.p50, l.p99, l.p999
         );
+        if let Some(g) = &self.send_lag_ms {
+            println!("relay send lag ms   p50 {:.3}  p99 {:.3}  p99.9 {:.3}", g.p50, g.p99, g.p999);
+        }
         println!("ratio_to_relay      {ratio:.3} (throughput of this run / relay throughput)");
     }
 }
@@ -119,11 +124,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("relay ", start, args.duration, Arc::clone(&delivered), recent);
-    let (mut confirmed, mut acked_in_window) = (0, 0);
+    let (mut confirmed, mut acked_in_window, mut lag) = (0, 0, histogram());
     for t in send_tasks {
         let s = t.await??;
         confirmed += s.confirmed;
         acked_in_window += s.in_window;
+        lag.add(&s.lag)?;
     }
     let mut latency = histogram();
     let mut timeline = Timeline::new();
@@ -146,6 +152,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         throughput_rps: in_window as f64 / secs,
         acked_sends_per_s: acked_in_window as f64 / secs,
         message_delivery_latency_ms: Percentiles::of(&latency),
+        send_lag_ms: args.rate.map(|_| Percentiles::of(&lag)),
         timeline: timeline.seconds(),
         latency_distribution: distribution(&latency),
     })

@@ -144,6 +144,9 @@ pub struct Report {
     pub message_delivery_latency_ms: Percentiles,
     /// Send → `sent`.
     pub send_to_sent_ms: Percentiles,
+    /// Open loop: how late the simulator wrote each send after it was due
+    /// (its own share of the delivery latency above); null in closed loop.
+    pub send_lag_ms: Option<Percentiles>,
     /// How long receivers held their acks in a group that keeps no receipts
     /// (the welcome's `lazy_ack_ms`); null where they acked as soon as nothing more was waiting.
     pub lazy_ack_ms: Option<u64>,
@@ -234,6 +237,12 @@ impl Report {
             "send→sent ms        p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             s.p50, s.p90, s.p99, s.p999, s.max
         );
+        if let Some(g) = &self.send_lag_ms {
+            println!(
+                "send lag ms         p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (due → written, the simulator's own)",
+                g.p50, g.p90, g.p99, g.p999, g.max
+            );
+        }
         if let (Some(rss), Some(cpu)) = (self.server_rss_bytes, self.server_cpu_seconds) {
             println!("server              {:.1} MiB RSS, {:.1} s CPU", rss as f64 / 1048576.0, cpu);
         }
