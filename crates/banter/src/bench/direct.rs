@@ -8,6 +8,7 @@
 //! reordered, a repeated one as a duplicate; after sending stops each
 //! receiver waits until it holds everything its sender got `sent` for.
 
+use super::clock::{Clock, Schedule, Slot};
 use super::progress::{Progress, Recent};
 use super::report::{distribution, histogram, Percentiles, Report, Samples, Timeline};
 use super::{server, setup, BenchArgs};
@@ -63,6 +64,14 @@ pub(super) struct SenderStats {
     pub(super) send_to_sent: Histogram<u64>,
     /// Open loop: how late each send was written after it was due.
     pub(super) lag: Histogram<u64>,
+}
+
+/// Until the clock says the slot's next send is due; never without a slot.
+async fn due(slot: Option<&Slot>) {
+    match slot {
+        Some(s) if s.next().is_some() => s.due().await,
+        _ => std::future::pending().await,
+    }
 }
 
 pub(super) struct ReceiverStats {
@@ -271,7 +280,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));
-    let interval = args.rate.map(|r| Duration::from_secs_f64(args.pairs as f64 / r.max(1) as f64));
+    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, args.pairs))).transpose()?;
     let mut recv_tasks = Vec::new();
     let mut send_tasks = Vec::new();
     let urls: Arc<[String]> = ws_urls.clone().into();
@@ -295,18 +304,15 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     }
     for (p, ws) in senders.into_iter().enumerate() {
         let (pair, conv) = (Arc::clone(&pairs[p]), conversations[p].clone());
-        // Spread open-loop schedules over one interval so pairs do not send in lockstep.
-        let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         let again = redial(p, &users[2 * p].token);
-        let first = start + offset;
         send_tasks.push(tokio::spawn(send(
             ws,
             conv,
             pair,
             epoch,
-            first,
+            start,
             stop_at,
-            interval,
+            clock.as_ref().map(|c| c.slot(p)),
             args.inflight,
             None,
             again,
@@ -374,7 +380,7 @@ pub(super) async fn send(
     epoch: Instant,
     first_at: Instant,
     stop_at: Instant,
-    interval: Option<Duration>,
+    mut slot: Option<Slot>,
     inflight: usize,
     pace: Option<Pace>,
     mut redial: Option<Redial>,
@@ -383,7 +389,6 @@ pub(super) async fn send(
     // Sends awaiting `sent`, in order: (client_msg_id, stamp, when written).
     let mut pending: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut n: u64 = 0;
-    let mut next_at = first_at;
     // One timer for the task's life, moved rather than made anew each turn.
     let timer = tokio::time::sleep_until(first_at);
     tokio::pin!(timer);
@@ -391,14 +396,14 @@ pub(super) async fn send(
         let now = Instant::now();
         let sending = now < stop_at;
         let before = pending.len();
-        match interval {
-            // Open loop: send every message whose time has come, stamped with its scheduled time.
-            Some(every) if sending => {
-                while next_at <= now && next_at < stop_at {
+        match slot.as_mut() {
+            // Open loop: send every message whose time has come, stamped with
+            // its due time; how late this task is counts as latency.
+            Some(slot) if sending => {
+                while let Some(due) = slot.take_due(now) {
                     n += 1;
-                    pending.push_back((n, micros(epoch, next_at), now));
-                    stats.lag.record(micros(next_at, now).max(1))?;
-                    next_at += every;
+                    pending.push_back((n, micros(epoch, due), now));
+                    stats.lag.record(micros(due, now).max(1))?;
                 }
             }
             // Closed loop: keep `inflight` sends awaiting `sent`, and no more
@@ -419,8 +424,9 @@ pub(super) async fn send(
         if !sending && pending.is_empty() {
             break;
         }
-        let wake = if sending && interval.is_some() {
-            next_at.min(stop_at)
+        // In open loop the clock wakes the task for its next send.
+        let wake = if sending && slot.is_some() {
+            stop_at
         } else if sending && pace.is_some() && pending.len() < inflight {
             (now + PACE_POLL).min(stop_at)
         } else {
@@ -436,6 +442,7 @@ pub(super) async fn send(
                     if !sending { break; }
                     continue;
                 }
+                _ = due(slot.as_ref()) => continue,
             },
             Err(_) => None,
         };

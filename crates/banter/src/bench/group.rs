@@ -6,6 +6,7 @@
 //! Deliveries are counted per receiving device, so a group of M members
 //! turns each message into M − 1 acknowledged deliveries.
 
+use super::clock::{Clock, Schedule};
 use super::direct::{connect, connect_with_hints, receive, send, Pace, Pair, SenderStats, Tally};
 use super::report::Report;
 use super::{server, setup, BenchArgs};
@@ -48,7 +49,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));
     let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
-    let interval = args.rate.map(|r| Duration::from_secs_f64(groups as f64 / r.max(1) as f64));
+    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?;
     let cpu_before = server_pid.and_then(server::cpu_seconds);
     let plan = Plan {
         conversations: conversations.clone(),
@@ -56,7 +57,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         epoch,
         start,
         stop_at,
-        interval,
+        clock,
         inflight: args.inflight,
         // Closed loop only: an open-loop sender keeps its schedule.
         pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
@@ -101,7 +102,8 @@ struct Plan {
     epoch: Instant,
     start: Instant,
     stop_at: Instant,
-    interval: Option<Duration>,
+    /// Open loop: the clock that wakes each group's sender.
+    clock: Option<Clock>,
     inflight: usize,
     pace: Option<Pace>,
 }
@@ -143,7 +145,16 @@ impl SenderThread {
                     .map(|(g, ws)| {
                         let (pair, conv) = (Arc::clone(&p.pairs[g]), p.conversations[g].clone());
                         tokio::spawn(send(
-                            ws, conv, pair, p.epoch, p.start, p.stop_at, p.interval, p.inflight, p.pace, None,
+                            ws,
+                            conv,
+                            pair,
+                            p.epoch,
+                            p.start,
+                            p.stop_at,
+                            p.clock.as_ref().map(|c| c.slot(g)),
+                            p.inflight,
+                            p.pace,
+                            None,
                         ))
                     })
                     .collect();

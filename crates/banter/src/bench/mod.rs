@@ -5,6 +5,7 @@
 //! It drives a running server (`--url`) or starts its own on a temporary
 //! data directory (`--spawn`).
 
+mod clock;
 mod connections;
 mod direct;
 mod group;
@@ -30,6 +31,12 @@ use std::time::Duration;
 /// Without it the relay alone showed a p99.9 of 44-50 ms at 5,000/s with
 /// 1,000 pairs, all of it in the first second; with it, 2.4-3.1 ms.
 pub(crate) const LEAD: Duration = Duration::from_millis(500);
+/// How many tasks a worker of the bench's runtime runs between looks at the
+/// runtime's shared queue (tokio's default is 61). A task woken from outside
+/// the runtime, as the open-loop clock wakes each sender (`clock.rs`), waits
+/// there; with the default, a busy worker let it wait behind dozens of
+/// receivers, and that wait counted as latency.
+pub(crate) const GLOBAL_QUEUE_INTERVAL: u32 = 2;
 
 /// Which load to run.
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize)]

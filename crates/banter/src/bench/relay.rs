@@ -16,6 +16,7 @@
 //! The relay runs inside the bench process, on 127.0.0.1 with a free port.
 //! Server and simulator share the machine, as they do in the real run.
 
+use super::clock::{Clock, Schedule};
 use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pair};
 use super::progress::Progress;
 use super::report::{distribution, histogram, Percentiles, Samples, Second, Timeline};
@@ -97,7 +98,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);
     let delivered = Arc::new(AtomicU64::new(0));
-    let interval = args.rate.map(|r| Duration::from_secs_f64(args.pairs as f64 / r.max(1) as f64));
+    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, args.pairs))).transpose()?;
     let mut recv_tasks = Vec::new();
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, delivered) = (Arc::clone(&pairs[p]), Arc::clone(&delivered));
@@ -107,16 +108,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     for (p, ws) in senders.into_iter().enumerate() {
         // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
         let conv = format!("{}", 300_000_000_000_000_000 + p as u64);
-        let offset = interval.map(|i| i.mul_f64(p as f64 / args.pairs as f64)).unwrap_or_default();
         let pair = Arc::clone(&pairs[p]);
         send_tasks.push(tokio::spawn(send(
             ws,
             conv,
             pair,
             epoch,
-            start + offset,
+            start,
             stop_at,
-            interval,
+            clock.as_ref().map(|c| c.slot(p)),
             args.inflight,
             None,
             None,
