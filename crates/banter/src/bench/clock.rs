@@ -71,9 +71,9 @@ impl Clock {
     }
 }
 
-/// Sleeps to each due time in turn and wakes the sender of each send due then. A sender
-/// that is busy when woken keeps the wake-up (`Notify` stores one) and
-/// takes every send that has come due by the time it looks.
+/// Sleeps to each due time in turn and wakes the sender of each send due
+/// then. A sender that is busy when woken keeps the wake-up (`Notify`
+/// stores one) and takes every send that has come due by the time it looks.
 fn keep(schedule: &Schedule, wakes: &[Notify]) {
     let mut i = 0u64;
     loop {
