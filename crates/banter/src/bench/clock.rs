@@ -124,12 +124,18 @@ impl Slot {
 mod tests {
     use super::*;
 
+    /// Sender `sender`'s slot in a schedule of `rate` sends a second over
+    /// `senders`, stopping `run` after `start`; no clock thread runs.
+    fn slot(start: Instant, run: Duration, rate: u64, senders: usize, sender: u64) -> Slot {
+        let schedule = Arc::new(Schedule::new(start, start + run, rate, senders));
+        let wakes: Arc<[Notify]> = (0..senders).map(|_| Notify::new()).collect();
+        Slot { schedule, wakes, sender, taken: 0 }
+    }
+
     #[test]
     fn senders_take_the_run_s_sends_in_turn() {
         let start = Instant::now();
-        let s = Arc::new(Schedule::new(start, start + Duration::from_secs(1), 1000, 4));
-        let wakes: Arc<[Notify]> = (0..4).map(|_| Notify::new()).collect();
-        let mut slot = Slot { schedule: Arc::clone(&s), wakes, sender: 2, taken: 0 };
+        let mut slot = slot(start, Duration::from_secs(1), 1000, 4, 2);
         // Sender 2 owns sends 2, 6, 10, …: 2 ms, 6 ms, 10 ms after the start.
         assert_eq!(slot.next(), Some(start + Duration::from_millis(2)));
         assert_eq!(slot.take_due(start + Duration::from_millis(1)), None);
@@ -144,9 +150,7 @@ mod tests {
     fn sends_within_a_tick_are_due_at_its_end() {
         let start = Instant::now();
         // 3,000/s from one sender: sends fall at 0, 1/3 and 2/3 of a millisecond, then 1 ms.
-        let s = Arc::new(Schedule::new(start, start + Duration::from_secs(1), 3000, 1));
-        let wakes: Arc<[Notify]> = (0..1).map(|_| Notify::new()).collect();
-        let mut slot = Slot { schedule: s, wakes, sender: 0, taken: 0 };
+        let mut slot = slot(start, Duration::from_secs(1), 3000, 1, 0);
         let end = start + Duration::from_secs(1);
         let due: Vec<Duration> = (0..5).map(|_| slot.take_due(end).unwrap() - start).collect();
         let ms = Duration::from_millis;
@@ -156,9 +160,7 @@ mod tests {
     #[test]
     fn a_schedule_ends_at_its_stop() {
         let start = Instant::now();
-        let s = Arc::new(Schedule::new(start, start + Duration::from_millis(10), 1000, 4));
-        let wakes: Arc<[Notify]> = (0..4).map(|_| Notify::new()).collect();
-        let mut slot = Slot { schedule: s, wakes, sender: 3, taken: 0 };
+        let mut slot = slot(start, Duration::from_millis(10), 1000, 4, 3);
         let end = start + Duration::from_secs(1);
         // Sends 3 and 7 are before the stop at 10 ms; send 11 is not.
         assert!(slot.take_due(end).is_some());
