@@ -38,6 +38,7 @@ use crate::maps::FastMap;
 use crate::state::AppState;
 use banter_store::{ConversationId, SeqRange, UserId};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -106,6 +107,13 @@ pub struct Fanout {
     behind: Mutex<BehindSet>,
     /// Wakes the worker when a conversation falls behind.
     fell_behind: Notify,
+    /// Set while the worker pushes a job and takes the room its pushes need
+    /// beyond what the job brought ([`push_job`]). The pushes give their
+    /// units back as connections handle them, before the worker has taken
+    /// them; a job queued meanwhile would take those units and hold them
+    /// until the worker, waiting for them, took that job: never. So while
+    /// it is set no job takes room, and a new message goes behind.
+    absorbing: AtomicBool,
 }
 
 impl Fanout {
@@ -121,6 +129,7 @@ impl Fanout {
             max_pushes,
             behind: Mutex::default(),
             fell_behind: Notify::new(),
+            absorbing: AtomicBool::new(false),
         }
     }
 
@@ -143,7 +152,12 @@ impl Fanout {
         let retry = job.retry;
         // A group larger than the whole bound takes all of it; the worker takes the rest.
         let room = job.members.len().clamp(1, self.max_pushes);
-        let queued = match self.room.try_acquire_many(room as u32) {
+        let taken = if self.absorbing.load(Ordering::Acquire) {
+            Err(tokio::sync::TryAcquireError::NoPermits)
+        } else {
+            self.room.try_acquire_many(room as u32)
+        };
+        let queued = match taken {
             Ok(permit) => {
                 permit.forget();
                 match self.tx.try_send(Queued { job, room }) {
@@ -289,6 +303,8 @@ async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
     let mut stored = Arc::unwrap_or_clone(job.message);
     stored.room = Some(Arc::clone(room));
     let message = Arc::new(stored);
+    let absorbing = &state.fanout.absorbing;
+    absorbing.store(true, Ordering::Release);
     let made = push_message(state, &job.members, &message);
     // Each push made holds one unit from now on: give back what the job took
     // beyond them (members not connected), or take what more devices need,
@@ -309,6 +325,7 @@ async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
         }
         left -= step;
     }
+    absorbing.store(false, Ordering::Release);
     tokio::task::yield_now().await;
     true
 }
