@@ -14,8 +14,10 @@
 //! together, since every give-back takes the semaphore's lock. So the bound
 //! covers the jobs waiting and the pushes waiting in connections' channels.
 //! The worker makes all of one message's pushes before it waits for the
-//! room they need, so the pushes outstanding can pass the bound by one
-//! message's devices (a group larger than the bound still goes out).
+//! room they need beyond what the job brought, which units given back pay
+//! before any job may take them ([`PushRoom`]); so the pushes outstanding
+//! can pass the bound by one message's devices (a group larger than the
+//! bound still goes out).
 //!
 //! A message that finds no room is not held in memory: its conversation is
 //! marked behind, with the range of seqs the queue did not take (one entry
@@ -35,13 +37,13 @@
 
 use crate::hub::{MessagePush, Push, Stored};
 use crate::maps::FastMap;
+use crate::push_room::PushRoom;
 use crate::state::AppState;
 use banter_store::{ConversationId, SeqRange, UserId};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 
 /// Capacity of the fan-out queue, in jobs.
 pub const FANOUT_QUEUE: usize = 1_024;
@@ -100,20 +102,13 @@ pub struct Fanout {
     tx: mpsc::Sender<Queued>,
     rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     /// Room for pushes: one unit per member of a queued job, then per push made until it is handled.
-    room: Arc<Semaphore>,
+    room: Arc<PushRoom>,
     /// The room's size.
     max_pushes: usize,
     /// Conversations whose messages found no room, pushed from the store by the worker.
     behind: Mutex<BehindSet>,
     /// Wakes the worker when a conversation falls behind.
     fell_behind: Notify,
-    /// Set while the worker pushes a job and takes the room its pushes need
-    /// beyond what the job brought ([`push_job`]). The pushes give their
-    /// units back as connections handle them, before the worker has taken
-    /// them; a job queued meanwhile would take those units and hold them
-    /// until the worker, waiting for them, took that job: never. So while
-    /// it is set no job takes room, and a new message goes behind.
-    absorbing: AtomicBool,
 }
 
 impl Fanout {
@@ -121,15 +116,14 @@ impl Fanout {
     /// (`Config::fanout_max_pushes`, [`FANOUT_PUSHES`] by default).
     pub fn new(max_pushes: usize) -> Fanout {
         let (tx, rx) = mpsc::channel(FANOUT_QUEUE);
-        let max_pushes = max_pushes.clamp(1, Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let max_pushes = max_pushes.max(1);
         Fanout {
             tx,
             rx: Mutex::new(Some(rx)),
-            room: Arc::new(Semaphore::new(max_pushes)),
+            room: Arc::new(PushRoom::new(max_pushes)),
             max_pushes,
             behind: Mutex::default(),
             fell_behind: Notify::new(),
-            absorbing: AtomicBool::new(false),
         }
     }
 
@@ -152,24 +146,14 @@ impl Fanout {
         let retry = job.retry;
         // A group larger than the whole bound takes all of it; the worker takes the rest.
         let room = job.members.len().clamp(1, self.max_pushes);
-        let taken = if self.absorbing.load(Ordering::Acquire) {
-            Err(tokio::sync::TryAcquireError::NoPermits)
-        } else {
-            self.room.try_acquire_many(room as u32)
-        };
-        let queued = match taken {
-            Ok(permit) => {
-                permit.forget();
-                match self.tx.try_send(Queued { job, room }) {
-                    Ok(()) => true,
-                    Err(_) => {
-                        self.room.add_permits(room);
-                        false
-                    }
+        let queued = self.room.try_take(room)
+            && match self.tx.try_send(Queued { job, room }) {
+                Ok(()) => true,
+                Err(_) => {
+                    self.room.give_back(room);
+                    false
                 }
-            }
-            Err(_) => false,
-        };
+            };
         metrics::gauge!("fanout_queue_depth").set((FANOUT_QUEUE - self.tx.capacity()) as f64);
         if queued {
             behind.queued += 1;
@@ -185,9 +169,7 @@ impl Fanout {
 
     /// Gives back `units` of room, taken over from handled pushes ([`MessagePush::handle`]).
     pub fn give_back(&self, units: usize) {
-        if units > 0 {
-            self.room.add_permits(units);
-        }
+        self.room.give_back(units);
     }
 
     /// The conversation whose turn it is among those behind, if any, once
@@ -303,29 +285,15 @@ async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
     let mut stored = Arc::unwrap_or_clone(job.message);
     stored.room = Some(Arc::clone(room));
     let message = Arc::new(stored);
-    let absorbing = &state.fanout.absorbing;
-    absorbing.store(true, Ordering::Release);
+    // Each push made holds one unit from now on: what the job took beyond
+    // them (members not connected) is freed, and what more devices need is
+    // waited for, paid by the units given back first.
+    room.claim();
     let made = push_message(state, &job.members, &message);
-    // Each push made holds one unit from now on: give back what the job took
-    // beyond them (members not connected), or take what more devices need,
-    // waiting while the bound is reached (in steps of at most the bound, so
-    // a group larger than it still goes out).
-    if made < taken {
-        room.add_permits(taken - made);
+    tokio::select! {
+        () = room.settle(taken, made) => {}
+        _ = state.shutdown.cancelled() => return false,
     }
-    let mut left = made.saturating_sub(taken);
-    while left > 0 {
-        let step = left.min(state.fanout.max_pushes);
-        tokio::select! {
-            taken = room.acquire_many(step as u32) => match taken {
-                Ok(p) => p.forget(),
-                Err(_) => return false,
-            },
-            _ = state.shutdown.cancelled() => return false,
-        }
-        left -= step;
-    }
-    absorbing.store(false, Ordering::Release);
     tokio::task::yield_now().await;
     true
 }

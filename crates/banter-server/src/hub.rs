@@ -15,7 +15,6 @@ use futures_util::task::AtomicWaker;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use tokio::sync::Semaphore;
 
 /// A serialized frame, shared by every connection it is pushed to.
 pub type Frame = Arc<Utf8Bytes>;
@@ -38,7 +37,7 @@ pub struct Stored {
     pub origin: Option<DeviceId>,
     /// The room of the fan-out queue, for a message pushed by it: each push
     /// gives its share back once handled (see [`MessagePush`]).
-    pub room: Option<Arc<Semaphore>>,
+    pub room: Option<Arc<crate::push_room::PushRoom>>,
 }
 
 impl Stored {
@@ -83,7 +82,7 @@ impl MessagePush {
 impl Drop for MessagePush {
     fn drop(&mut self) {
         if let Some(room) = self.0.as_ref().and_then(|m| m.room.as_ref()) {
-            room.add_permits(1);
+            room.give_back(1);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod members;
 pub mod messaging;
 pub mod meters;
 pub mod presence;
+pub mod push_room;
 pub mod pushes;
 pub mod state;
 pub mod views;
