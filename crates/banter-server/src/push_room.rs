@@ -12,8 +12,9 @@
 //!
 //! So the worker claims: from [`PushRoom::claim`] on, units given back are
 //! kept for it, and once it knows what its pushes hold
-//! ([`PushRoom::settle`]) it keeps what it needs and owes the rest, which
-//! units given back pay before any is free again. What it owes is never
+//! ([`PushRoom::settle`]) it keeps what it needs, takes what it lacks from
+//! the free units like a job would, and owes the rest, which units given
+//! back pay before any is free again. What it owes is never
 //! more than its own pushes still out, so the claim is always paid, and
 //! jobs offered meanwhile take only units that are truly free.
 
@@ -86,8 +87,8 @@ impl PushRoom {
     }
 
     /// Ends the claim: the job brought `brought` units and its pushes hold
-    /// `held`. What is kept beyond that becomes free; what is short is owed,
-    /// and this waits until it is paid.
+    /// `held`. What is kept beyond that becomes free; what is short is taken
+    /// from the free units, the rest is owed, and this waits until it is paid.
     pub async fn settle(&self, brought: usize, held: usize) {
         {
             let mut units = self.units();
@@ -97,7 +98,13 @@ impl PushRoom {
                 units.free += have - held;
                 return;
             }
-            units.owed = held - have;
+            let short = held - have;
+            let free = short.min(units.free);
+            units.free -= free;
+            units.owed = short - free;
+            if units.owed == 0 {
+                return;
+            }
         }
         loop {
             let paid = self.paid.notified();
@@ -140,6 +147,16 @@ mod tests {
         // The job brought 4, its pushes hold 5: 7 in hand, 2 left over.
         room.settle(4, 5).await;
         assert_eq!(room.free(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_claim_short_of_units_takes_free_ones_before_it_owes() {
+        let room = PushRoom::new(10);
+        assert!(room.try_take(4));
+        room.claim();
+        // A message read back from the store brought none; its pushes hold 4.
+        room.settle(0, 4).await;
+        assert_eq!(room.free(), 2, "the worker waits for no push while units are free");
     }
 
     #[tokio::test]
