@@ -12,9 +12,10 @@
 //! one per connected device every few milliseconds, and each can wait.
 //! Everything else, appends above all, is *urgent*. Each batch runs every
 //! urgent job waiting, then bulk jobs only for [`BULK_BUDGET`], leaving the
-//! rest for the next batch; so a send never queues behind the cursor writes
-//! of ten thousand devices, while those still drain at full speed when
-//! nothing else is waiting.
+//! rest for the next batch, and stops running bulk jobs as soon as an urgent
+//! one comes, which joins the batch; so a send waits behind one bulk job and
+//! a commit at most, never behind the cursor writes of ten thousand devices,
+//! while those still drain at full speed when nothing else is waiting.
 
 use crate::{ConversationId, Result, StoreError};
 use rusqlite::Connection;
@@ -184,6 +185,16 @@ impl Pending {
     }
 }
 
+/// Takes the jobs waiting in the channel, while fewer than [`QUEUE_CAPACITY`] are held.
+fn take_waiting(rx: &mut mpsc::Receiver<Queued>, pending: &mut Pending) {
+    while pending.len() < QUEUE_CAPACITY {
+        match rx.try_recv() {
+            Ok(q) => pending.push(q),
+            Err(_) => break,
+        }
+    }
+}
+
 fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
     let mut pending = Pending::default();
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
@@ -194,12 +205,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
                 None => break,
             }
         }
-        while pending.len() < QUEUE_CAPACITY {
-            match rx.try_recv() {
-                Ok(q) => pending.push(q),
-                Err(_) => break,
-            }
-        }
+        take_waiting(&mut rx, &mut pending);
         let started = Instant::now();
         let failure = match run_cached(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
@@ -208,7 +214,15 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
                 while completions.len() < MAX_BATCH && started.elapsed() < BULK_BUDGET {
                     let Some(job) = pending.bulk.pop_front() else { break };
                     completions.push(job(&conn));
+                    // An urgent job that came meanwhile ends the bulk work and
+                    // joins this commit, rather than waiting for all of it.
+                    take_waiting(&mut rx, &mut pending);
+                    if !pending.urgent.is_empty() {
+                        break;
+                    }
                 }
+                let take = pending.urgent.len().min(MAX_BATCH - completions.len());
+                completions.extend(pending.urgent.drain(..take).map(|job| job(&conn)));
                 match run_cached(&conn, "COMMIT") {
                     Ok(()) => None,
                     Err(e) => {
