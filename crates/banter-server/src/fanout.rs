@@ -11,7 +11,7 @@
 //! member when it is queued; the pushes the worker makes keep it until each
 //! connection has handled its push (or the push was dropped); a connection
 //! gives back the units of the pushes it handled in one turn of its loop
-//! together, since every give-back takes the semaphore's lock. So the bound
+//! together, since every give-back takes the room's lock. So the bound
 //! covers the jobs waiting and the pushes waiting in connections' channels.
 //! The worker makes all of one message's pushes before it waits for the
 //! room they need beyond what the job brought, which units given back pay
@@ -287,7 +287,7 @@ async fn push_job(state: &AppState, job: Job, taken: usize) -> bool {
     let message = Arc::new(stored);
     // Each push made holds one unit from now on: what the job took beyond
     // them (members not connected) is freed, and what more devices need is
-    // waited for, paid by the units given back first.
+    // taken from the free units or, short of those, waited for.
     room.claim();
     let made = push_message(state, &job.members, &message);
     tokio::select! {

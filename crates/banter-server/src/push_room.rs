@@ -126,6 +126,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A room of `size` with `taken` units held by jobs, the worker claiming.
+    fn claiming(size: usize, taken: usize) -> PushRoom {
+        let room = PushRoom::new(size);
+        assert!(room.try_take(taken));
+        room.claim();
+        room
+    }
+
     #[test]
     fn a_job_takes_only_what_is_free() {
         let room = PushRoom::new(3);
@@ -138,9 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn units_given_back_during_a_claim_are_kept_for_it_and_the_rest_freed() {
-        let room = PushRoom::new(4);
-        assert!(room.try_take(4));
-        room.claim();
+        let room = claiming(4, 4);
         // The job's first pushes are handled before the worker has counted them.
         room.give_back(3);
         assert!(!room.try_take(1), "kept for the claim, not free");
@@ -151,9 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_short_of_units_takes_free_ones_before_it_owes() {
-        let room = PushRoom::new(10);
-        assert!(room.try_take(4));
-        room.claim();
+        let room = claiming(10, 4);
         // A message read back from the store brought none; its pushes hold 4.
         room.settle(0, 4).await;
         assert_eq!(room.free(), 2, "the worker waits for no push while units are free");
@@ -161,9 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_worker_owes_is_paid_before_any_unit_is_free() {
-        let room = Arc::new(PushRoom::new(2));
-        assert!(room.try_take(2));
-        room.claim();
+        let room = Arc::new(claiming(2, 2));
         let settling = tokio::spawn({
             let room = Arc::clone(&room);
             // A group larger than the room: it brought 2, its pushes hold 6.
