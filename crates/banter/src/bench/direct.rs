@@ -378,7 +378,7 @@ pub(super) async fn send(
     conv: String,
     pair: Arc<Pair>,
     epoch: Instant,
-    first_at: Instant,
+    start: Instant,
     stop_at: Instant,
     mut slot: Option<Slot>,
     inflight: usize,
@@ -389,8 +389,12 @@ pub(super) async fn send(
     // Sends awaiting `sent`, in order: (client_msg_id, stamp, when written).
     let mut pending: VecDeque<(u64, u64, Instant)> = VecDeque::new();
     let mut n: u64 = 0;
+    // Nothing goes before the window opens: what the receivers count in it,
+    // divided by its length, is the throughput, so a send made earlier
+    // would be counted in a window it was not sent in.
+    tokio::time::sleep_until(start).await;
     // One timer for the task's life, moved rather than made anew each turn.
-    let timer = tokio::time::sleep_until(first_at);
+    let timer = tokio::time::sleep_until(start);
     tokio::pin!(timer);
     loop {
         let now = Instant::now();
