@@ -132,27 +132,32 @@ test('backoff ceilings double up to the maximum, with full jitter below them', a
   assert.deepEqual(result, { ceilings: [100, 200, 400, 800, 1000, 1000], low: [0, 0, 0], afterReset: 100 });
 });
 
-test('acks of a group above receipts_up_to wait lazy_ack_ms, until a quarter of the window is unacknowledged', async () => {
+test('acks of a group above receipts_up_to wait lazy_ack_ms, until a quarter of the window is unacknowledged across such groups', async () => {
   const result = await inPage(`
     const lazy = new LazyAcks();
-    const before = lazy.delay('big', 1);
+    const before = lazy.delay('big', new Map([['big', 1]]));
     lazy.configure({ receipts_up_to: 500, lazy_ack_ms: 500, window: 256 });
     lazy.members('big', 501);
     lazy.members('small', 500);
+    lazy.members('big2', 10000);
     const older = new LazyAcks();
     older.configure({ window: 256 });
     older.members('big', 501);
     return {
       before,
-      unknown: lazy.delay('other', 1),
-      small: lazy.delay('small', 1),
-      big: lazy.delay('big', 1),
-      bigBusy: lazy.delay('big', 63),
-      bigQuarter: lazy.delay('big', 64),
-      olderServer: older.delay('big', 1),
+      unknown: lazy.delay('other', new Map([['other', 1]])),
+      small: lazy.delay('small', new Map([['small', 1]])),
+      big: lazy.delay('big', new Map([['big', 1]])),
+      bigBusy: lazy.delay('big', new Map([['big', 63]])),
+      bigQuarter: lazy.delay('big', new Map([['big', 64]])),
+      // The window is the device's: two large groups' held acks count together, a small group's do not.
+      twoLarge: lazy.delay('big', new Map([['big', 40], ['big2', 24]])),
+      twoLargeUnder: lazy.delay('big', new Map([['big', 40], ['big2', 23], ['small', 100]])),
+      olderServer: older.delay('big', new Map([['big', 1]])),
     };
   `);
   assert.deepEqual(result, {
-    before: 25, unknown: 25, small: 25, big: 500, bigBusy: 500, bigQuarter: 25, olderServer: 25,
+    before: 25, unknown: 25, small: 25, big: 500, bigBusy: 500, bigQuarter: 25,
+    twoLarge: 25, twoLargeUnder: 500, olderServer: 25,
   });
 });

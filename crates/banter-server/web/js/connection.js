@@ -292,12 +292,23 @@ export class LazyAcks {
     if (Number.isInteger(count)) this.#members.set(conversationId, count);
   }
 
-  /** How long, in ms, an ack of `conversationId` may wait with `unacked` messages not yet acknowledged. */
-  delay(conversationId, unacked) {
+  /** Whether acks of `conversationId` may wait: its member count is known and above `receipts_up_to`. */
+  holds(conversationId) {
     const count = this.#members.get(conversationId);
-    const lazy = this.#upTo !== null && this.#waitMs > 0 && count !== undefined && count > this.#upTo;
-    if (!lazy || unacked * 4 >= this.#window) return ACK_DELAY_MS;
-    return this.#waitMs;
+    return this.#upTo !== null && this.#waitMs > 0 && count !== undefined && count > this.#upTo;
+  }
+
+  /**
+   * How long, in ms, an ack of `conversationId` may wait. `unacked` maps
+   * conversations to their messages not yet acknowledged; those whose acks
+   * may wait count together, since the window is the device's, across all
+   * its conversations.
+   */
+  delay(conversationId, unacked) {
+    if (!this.holds(conversationId)) return ACK_DELAY_MS;
+    let held = 0;
+    for (const [id, count] of unacked) if (this.holds(id)) held += count;
+    return held * 4 >= this.#window ? ACK_DELAY_MS : this.#waitMs;
   }
 }
 
@@ -683,11 +694,21 @@ export class Session extends EventTarget {
   }
 
   #scheduleAck(conversationId, force) {
-    const contiguous = this.#sequencer.contiguous(conversationId) ?? 0;
-    const unacked = contiguous - (this.#acked.get(conversationId) ?? 0);
-    const due = Date.now() + (force ? ACK_DELAY_MS : this.#lazy.delay(conversationId, unacked));
+    // Every conversation with an ack not yet sent, and this one.
+    const unacked = new Map();
+    for (const id of [conversationId, ...this.#acksDue.keys()]) {
+      unacked.set(id, (this.#sequencer.contiguous(id) ?? 0) - (this.#acked.get(id) ?? 0));
+    }
+    const now = Date.now();
+    const wait = force ? ACK_DELAY_MS : this.#lazy.delay(conversationId, unacked);
     const was = this.#acksDue.get(conversationId);
-    this.#acksDue.set(conversationId, { force: force || (was?.force ?? false), due: Math.min(due, was?.due ?? due) });
+    const due = Math.min(now + wait, was?.due ?? Infinity);
+    this.#acksDue.set(conversationId, { force: force || (was?.force ?? false), due });
+    // A quarter of the window held: every held ack goes with this one, since
+    // they share the window.
+    if (wait === ACK_DELAY_MS && this.#lazy.holds(conversationId)) {
+      for (const entry of this.#acksDue.values()) entry.due = Math.min(entry.due, due);
+    }
     this.#armAcks();
   }
 
