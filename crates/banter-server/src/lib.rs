@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod finish;
 pub mod http;
 pub mod hub;
 pub mod ids;

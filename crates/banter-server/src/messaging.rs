@@ -4,6 +4,7 @@
 //! so both have the same validation and the same idempotency.
 
 use crate::error::{ApiError, ApiResult};
+use crate::finish::Finish;
 use crate::hub::Stored;
 use crate::state::AppState;
 use banter_proto::frame::{validate_content, ContentError};
@@ -51,10 +52,16 @@ pub fn validate(client_msg_id: &str, content: &RawValue, max_frame_bytes: usize)
 }
 
 /// Stores the message (or finds the earlier one with the same
-/// `client_msg_id`) and, when new, pushes it to the member devices.
-/// Returns after the message is durable.
+/// `client_msg_id`) and pushes it to the member devices. Returns after the
+/// message is durable. Once under way it runs to its end even if the caller
+/// goes away ([`Finish`]), so a message stored is always pushed.
 pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<StoredMessage>> {
     validate(&req.client_msg_id, &req.content, state.config.max_frame_bytes)?;
+    Finish::new(store_and_push(Arc::clone(state), req)).await
+}
+
+async fn store_and_push(state: Arc<AppState>, req: SendRequest) -> ApiResult<Arc<StoredMessage>> {
+    let state = &state;
     let appended = state
         .store
         .append(NewMessage {
