@@ -54,6 +54,38 @@ async fn send_is_stored_pushed_and_acknowledged() {
 /// a quiet spell (`ws/answers.rs`); sends pipelined across both moves are
 /// all stored and answered in the order they were written.
 #[tokio::test]
+async fn a_message_whose_http_sender_hung_up_while_it_was_stored_is_still_pushed() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut wb = s.connect(&b).await;
+    // Hold the database's write lock from outside, so that the server's
+    // commit waits (its busy timeout is 5 s) while the sender hangs up.
+    let db = rusqlite::Connection::open(s.dir.path().join("banter.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = json!({"client_msg_id": "hung-up", "content": {"type": "text", "text": "still here"}}).to_string();
+    let request = format!(
+        "POST /v1/conversations/{conv}/messages HTTP/1.1\r\nHost: banter\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        a.token,
+        body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await.unwrap();
+    // Time for the request to reach the store's queue (a few milliseconds
+    // on an idle machine), then the client goes, and the server sees it go.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    db.execute_batch("ROLLBACK").unwrap();
+    let m = wb.expect("message").await;
+    assert_eq!(m["client_msg_id"], "hung-up");
+    assert_eq!(m["content"]["text"], "still here");
+    assert_eq!(s.history(&b, &conv).await.len(), 1);
+}
+
+#[tokio::test]
 async fn sends_keep_their_order_while_the_reader_changes_lanes() {
     let s = Server::start(&[]).await;
     let (a, b) = (s.user("alice").await, s.user("bob").await);
