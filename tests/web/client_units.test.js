@@ -27,12 +27,15 @@ async function inPage(body) {
 test('the first push sets the baseline, without asking for older messages', async () => {
   const result = await inPage(`
     const s = new Sequencer();
+    const before = s.baseline('a');
     const first = s.accept(m(40), 'pushed');
     const next = s.accept(m(41), 'pushed');
     return { first: seqs(first), fill: first.fill, next: seqs(next), contiguous: s.contiguous('a'),
-             ackable: [s.ackable('a', 39), s.ackable('a', 40)] };
+             ackable: [s.ackable('a', 39), s.ackable('a', 40)], baseline: [before, s.baseline('a')] };
   `);
-  assert.deepEqual(result, { first: [40], fill: null, next: [41], contiguous: 41, ackable: [false, true] });
+  assert.deepEqual(result, {
+    first: [40], fill: null, next: [41], contiguous: 41, ackable: [false, true], baseline: [null, 39],
+  });
 });
 
 test('a repeated message is dropped and asks for the ack again', async () => {

@@ -2,14 +2,21 @@
 //!
 //! A send is stored, then pushed. Were the future doing both dropped between
 //! the two (an HTTP client that hangs up while its message is being
-//! committed, a closing connection whose sends outlast its drain timeout),
-//! the store would still commit the message, but nobody would push it: the
-//! devices online would see it only with the next message of its
-//! conversation, or on their next connection. Wrapped in [`Finish`], what is
-//! left of it is handed to the runtime instead, so a stored message is always
-//! pushed. One never polled has done nothing, and is dropped as it is. While
-//! the caller stays, it costs one allocation and nothing else: the future is
-//! polled where it is, not on a task.
+//! committed: the server drops the request's handler), the store would still
+//! commit the message, but nobody would push it: the devices online would
+//! see it only with the next message of its conversation, or on their next
+//! connection. Wrapped in [`Finish`], what is left of it is handed to the
+//! runtime instead, so a stored message is pushed. One never polled has done
+//! nothing, and is dropped as it is. While the caller stays, it costs one
+//! allocation and nothing else: the future is polled where it is, not on a
+//! task.
+//!
+//! Each dropped future finishes on a task of its own, so several dropped
+//! together are no longer kept in order. A WebSocket connection's sends must
+//! reach the store's queue in the order they were read; a closing
+//! connection's reader therefore hands the sends that outlast its drain
+//! timeout on together, to one task (`ws/answers.rs`), and they are never
+//! dropped one by one but when the runtime itself shuts down.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -50,9 +50,10 @@ async fn send_is_stored_pushed_and_acknowledged() {
     wb.expect_no("message", Duration::from_millis(500)).await;
 }
 
-/// A reader moves to the sending lane with its first `send`, and back after
-/// a quiet spell (`ws/answers.rs`); sends pipelined across both moves are
-/// all stored and answered in the order they were written.
+/// A send under way when its HTTP client hangs up (the server drops the
+/// request's handler then) is still stored and pushed (`finish.rs`). The
+/// test depends on that drop: should the server stop dropping handlers, it
+/// would pass without testing anything; without `Finish` it fails.
 #[tokio::test]
 async fn a_message_whose_http_sender_hung_up_while_it_was_stored_is_still_pushed() {
     let s = Server::start(&[]).await;
@@ -85,6 +86,9 @@ async fn a_message_whose_http_sender_hung_up_while_it_was_stored_is_still_pushed
     assert_eq!(s.history(&b, &conv).await.len(), 1);
 }
 
+/// A reader moves to the sending lane with its first `send`, and back after
+/// a quiet spell (`ws/answers.rs`); sends pipelined across both moves are
+/// all stored and answered in the order they were written.
 #[tokio::test]
 async fn sends_keep_their_order_while_the_reader_changes_lanes() {
     let s = Server::start(&[]).await;

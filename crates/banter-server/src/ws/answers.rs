@@ -153,14 +153,23 @@ impl Answers {
     }
 
     /// Answers every send taken, waiting up to `limit`, so that a closing
-    /// connection leaves no committed message without its `sent`.
+    /// connection leaves no committed message without its `sent`. Sends
+    /// still unfinished then go on, unanswered, on a task of their own that
+    /// polls them together as the reader did, so they reach the store's
+    /// queue in the order they were read (each finishing on a task of its
+    /// own, as [`crate::finish::Finish`] would make them, they could not be
+    /// kept in order), and a message stored is pushed.
     pub(super) async fn finish(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
+        let answered = tokio::time::timeout(limit, async {
             while let Some(done) = self.sends.next().await {
                 self.answer(done).await;
             }
         })
         .await;
+        if answered.is_err() && !self.sends.is_empty() {
+            let mut rest = std::mem::take(&mut self.sends);
+            drop(tokio::spawn(async move { while rest.next().await.is_some() {} }));
+        }
     }
 }
 

@@ -173,6 +173,11 @@ export class Sequencer {
     return this.#conversations.get(conversationId)?.contiguous ?? null;
   }
 
+  /** The seq below the first message pushed on this page, or null before one. */
+  baseline(conversationId) {
+    return this.#conversations.get(conversationId)?.baseline ?? null;
+  }
+
   /** Whether `seq` may be acknowledged: the baseline itself is not held. */
   ackable(conversationId, seq) {
     const baseline = this.#conversations.get(conversationId)?.baseline ?? 0;
@@ -694,10 +699,13 @@ export class Session extends EventTarget {
   }
 
   #scheduleAck(conversationId, force) {
-    // Every conversation with an ack not yet sent, and this one.
+    // Every conversation with an ack not yet sent, and this one, with what
+    // it holds unacknowledged: above the last ack, or, before one, above the
+    // baseline (nothing below it was pushed here).
     const unacked = new Map();
     for (const id of [conversationId, ...this.#acksDue.keys()]) {
-      unacked.set(id, (this.#sequencer.contiguous(id) ?? 0) - (this.#acked.get(id) ?? 0));
+      const from = this.#acked.get(id) ?? this.#sequencer.baseline(id) ?? 0;
+      unacked.set(id, Math.max(0, (this.#sequencer.contiguous(id) ?? 0) - from));
     }
     const now = Date.now();
     const wait = force ? ACK_DELAY_MS : this.#lazy.delay(conversationId, unacked);
@@ -706,7 +714,7 @@ export class Session extends EventTarget {
     this.#acksDue.set(conversationId, { force: force || (was?.force ?? false), due });
     // A quarter of the window held: every held ack goes with this one, since
     // they share the window.
-    if (wait === ACK_DELAY_MS && this.#lazy.holds(conversationId)) {
+    if (!force && wait === ACK_DELAY_MS && this.#lazy.holds(conversationId)) {
       for (const entry of this.#acksDue.values()) entry.due = Math.min(entry.due, due);
     }
     this.#armAcks();
