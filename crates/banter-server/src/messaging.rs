@@ -54,7 +54,7 @@ pub fn validate(client_msg_id: &str, content: &RawValue, max_frame_bytes: usize)
 /// Stores the message (or finds the earlier one with the same
 /// `client_msg_id`) and pushes it to the member devices. Returns after the
 /// message is durable. Once under way it runs to its end even if the caller
-/// goes away ([`Finish`]), so a message stored is always pushed.
+/// goes away ([`Finish`]), so a message stored is pushed.
 pub async fn send(state: &Arc<AppState>, req: SendRequest) -> ApiResult<Arc<StoredMessage>> {
     validate(&req.client_msg_id, &req.content, state.config.max_frame_bytes)?;
     Finish::new(store_and_push(Arc::clone(state), req)).await
