@@ -38,6 +38,10 @@ fn direct_closed_loop_verifies_delivery() {
     assert!(r["message_delivery_latency_ms"]["count"].as_u64().unwrap() > 0);
     // Nothing is due at a time in closed loop, so nothing can be late.
     assert!(r["send_lag_ms"].is_null(), "{}", r["send_lag_ms"]);
+    // Both sides' CPU over the run: a second of sending costs each of them something.
+    for side in ["server_cpu_seconds", "simulator_cpu_seconds"] {
+        assert!(r[side].as_f64().is_some_and(|s| s > 0.0), "{side}: {}", r[side]);
+    }
 }
 
 #[test]

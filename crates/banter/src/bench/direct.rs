@@ -143,9 +143,10 @@ impl Tally {
         senders: usize,
         connections: usize,
         pid: Option<u32>,
-        cpu_before: Option<f64>,
+        cpu_before: server::CpuMark,
     ) -> Report {
         let secs = args.duration as f64;
+        let (server_cpu_seconds, simulator_cpu_seconds) = cpu_before.since(pid);
         Report {
             scenario: args.scenario,
             pairs: senders,
@@ -166,7 +167,8 @@ impl Tally {
             lazy_ack_ms: None,
             ahead: None,
             server_rss_bytes: pid.and_then(server::rss_bytes),
-            server_cpu_seconds: pid.and_then(server::cpu_seconds).zip(cpu_before).map(|(a, b)| a - b),
+            server_cpu_seconds,
+            simulator_cpu_seconds,
             timeline: self.timeline.seconds(),
             latency_distribution: distribution(&self.latency),
         }
@@ -275,7 +277,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
         senders.push(connect(node(p), &users[2 * p].token).await?);
     }
     eprintln!("{} connections open; sending for {} s", args.pairs * 2, args.duration);
-    let cpu_before = server_pid.and_then(server::cpu_seconds);
+    let cpu_before = server::CpuMark::now(server_pid);
     let start = Instant::now() + super::LEAD;
     let stop_at = start + Duration::from_secs(args.duration);
     let drain_until = stop_at + Duration::from_secs(args.drain);

@@ -50,7 +50,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     let delivered = Arc::new(AtomicU64::new(0));
     let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
     let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?;
-    let cpu_before = server_pid.and_then(server::cpu_seconds);
+    let cpu_before = server::CpuMark::now(server_pid);
     let plan = Plan {
         conversations: conversations.clone(),
         pairs: pairs.clone(),

@@ -452,6 +452,9 @@ fn figures(outcome: &Outcome) -> String {
     if let Some(cpu) = r.server_cpu_seconds {
         rows.push(("server CPU", format!("{cpu:.1} s")));
     }
+    if let Some(cpu) = r.simulator_cpu_seconds {
+        rows.push(("simulator CPU", format!("{cpu:.1} s")));
+    }
     if let (Some(relay), Some(ratio)) = (&outcome.relay, outcome.ratio_to_relay) {
         rows.push(("plain relay throughput_rps", thousands(relay.throughput_rps)));
         rows.push(("plain relay delivered", thousands(relay.delivered as f64)));

@@ -154,7 +154,12 @@ pub struct Report {
     /// its receivers (`--ahead`); null in other runs.
     pub ahead: Option<u64>,
     pub server_rss_bytes: Option<u64>,
+    /// CPU the server used from just before sending until the run ended
+    /// (known when the bench spawned it).
     pub server_cpu_seconds: Option<f64>,
+    /// CPU the simulator itself used over the same span: its share of the
+    /// cores, which on one machine the server does not get.
+    pub simulator_cpu_seconds: Option<f64>,
     /// Deliveries and latency percentiles per second.
     pub timeline: Vec<Second>,
     /// The whole delivery-latency distribution: `(percentile, ms)` points.
@@ -245,6 +250,9 @@ impl Report {
         }
         if let (Some(rss), Some(cpu)) = (self.server_rss_bytes, self.server_cpu_seconds) {
             println!("server              {:.1} MiB RSS, {:.1} s CPU", rss as f64 / 1048576.0, cpu);
+        }
+        if let Some(cpu) = self.simulator_cpu_seconds {
+            println!("simulator           {cpu:.1} s CPU (its own share of the machine)");
         }
     }
 }

@@ -60,6 +60,27 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The CPU time used so far by the server (when its process is known) and by
+/// the simulator itself, taken before sending so a run can report each side's share.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    server: Option<f64>,
+    simulator: Option<f64>,
+}
+
+impl CpuMark {
+    pub fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark { server: server_pid.and_then(cpu_seconds), simulator: cpu_seconds(std::process::id()) }
+    }
+
+    /// Seconds of CPU the server and the simulator have used since the mark.
+    pub fn since(self, server_pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+        let now = CpuMark::now(server_pid);
+        let used = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+        (used(now.server, self.server), used(now.simulator, self.simulator))
+    }
+}
+
 /// CPU time (user + system) of a process in seconds, from /proc.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
