@@ -10,7 +10,7 @@
 
 use super::clock::{Clock, Schedule, Slot};
 use super::progress::{Progress, Recent};
-use super::report::{distribution, histogram, Percentiles, Report, Samples, Timeline};
+use super::report::{distribution, histogram, Latencies, Percentiles, Report, Samples};
 use super::{server, setup, BenchArgs};
 use banter_proto::frame::{content_text, keeps_receipts, MessageHead};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -86,8 +86,8 @@ pub(super) struct ReceiverStats {
 pub(super) struct Tally {
     send_to_sent: Histogram<u64>,
     lag: Histogram<u64>,
-    latency: Histogram<u64>,
-    timeline: Timeline,
+    /// Where the receivers' latencies were folded.
+    latencies: Arc<Latencies>,
     confirmed: u64,
     errors: u64,
     acked_in_window: u64,
@@ -99,12 +99,11 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn new() -> Tally {
+    pub(super) fn new(latencies: Arc<Latencies>) -> Tally {
         Tally {
             send_to_sent: histogram(),
             lag: histogram(),
-            latency: histogram(),
-            timeline: Timeline::new(),
+            latencies,
             confirmed: 0,
             errors: 0,
             acked_in_window: 0,
@@ -133,7 +132,7 @@ impl Tally {
         self.duplicates += r.duplicates;
         self.reordered += r.reordered;
         self.lost += expected.saturating_sub(r.received);
-        r.samples.add_to(&mut self.latency, &mut self.timeline);
+        drop(r.samples);
         Ok(())
     }
 
@@ -147,6 +146,7 @@ impl Tally {
     ) -> Report {
         let secs = args.duration as f64;
         let (server_cpu_seconds, simulator_cpu_seconds) = cpu_before.since(pid);
+        let (latency, timeline) = self.latencies.take();
         Report {
             scenario: args.scenario,
             pairs: senders,
@@ -161,7 +161,7 @@ impl Tally {
             reordered: self.reordered,
             throughput_rps: self.in_window as f64 / secs,
             acked_sends_per_s: self.acked_in_window as f64 / secs,
-            message_delivery_latency_ms: Percentiles::of(&self.latency),
+            message_delivery_latency_ms: Percentiles::of(&latency),
             send_to_sent_ms: Percentiles::of(&self.send_to_sent),
             send_lag_ms: args.rate.map(|_| Percentiles::of(&self.lag)),
             lazy_ack_ms: None,
@@ -169,8 +169,8 @@ impl Tally {
             server_rss_bytes: pid.and_then(server::rss_bytes),
             server_cpu_seconds,
             simulator_cpu_seconds,
-            timeline: self.timeline.seconds(),
-            latency_distribution: distribution(&self.latency),
+            timeline: timeline.seconds(),
+            latency_distribution: distribution(&latency),
         }
     }
 }
@@ -287,6 +287,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     let mut send_tasks = Vec::new();
     let urls: Arc<[String]> = ws_urls.clone().into();
     let redial = |i: usize, token: &str| args.reconnect.then(|| Redial::new(Arc::clone(&urls), token, i));
+    let latencies = Latencies::new(start);
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, conv, delivered) = (Arc::clone(&pairs[p]), conversations[p].clone(), Arc::clone(&delivered));
         let again = redial(p + 1, &users[2 * p + 1].token);
@@ -296,7 +297,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
             conv,
             pair,
             epoch,
-            start,
+            Arc::clone(&latencies),
             stop_at,
             drain_until,
             delivered,
@@ -322,7 +323,7 @@ pub async fn run(bases: &[String], args: &BenchArgs, server_pid: Option<u32>) ->
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("direct", start, args.duration, Arc::clone(&delivered), recent);
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(latencies);
     let mut confirmed = Vec::with_capacity(args.pairs);
     for t in send_tasks {
         confirmed.push(tally.sender(t.await??)?);
@@ -503,7 +504,7 @@ pub(super) async fn receive(
     conv: String,
     pair: Arc<Pair>,
     epoch: Instant,
-    start: Instant,
+    latencies: Arc<Latencies>,
     stop_at: Instant,
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
@@ -511,7 +512,7 @@ pub(super) async fn receive(
     lazy_ack: Option<Duration>,
 ) -> anyhow::Result<ReceiverStats> {
     let mut stats =
-        ReceiverStats { samples: Samples::new(start), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
+        ReceiverStats { samples: Samples::new(&latencies), received: 0, in_window: 0, duplicates: 0, reordered: 0 };
     let mut last_seq = 0u64;
     let mut acked = 0u64;
     // When the oldest message not yet acknowledged arrived.

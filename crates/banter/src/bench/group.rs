@@ -8,7 +8,7 @@
 
 use super::clock::{Clock, Schedule};
 use super::direct::{connect, connect_with_hints, receive, send, Pace, Pair, SenderStats, Tally};
-use super::report::Report;
+use super::report::{Latencies, Report};
 use super::{server, setup, BenchArgs};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::sync::atomic::AtomicU64;
@@ -69,11 +69,14 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     if let Some(wait) = lazy {
         eprintln!("receivers hold their acks up to {} ms (the welcome's lazy_ack_ms)", wait.as_millis());
     }
+    let latencies = Latencies::new(start);
     let receivers: Vec<_> = sockets
         .into_iter()
         .map(|(g, ws, _)| {
             let (pair, conv) = (Arc::clone(&pairs[g]), conversations[g].clone());
-            let task = receive(ws, conv, pair, epoch, start, stop_at, drain_until, Arc::clone(&delivered), None, lazy);
+            let latencies = Arc::clone(&latencies);
+            let task =
+                receive(ws, conv, pair, epoch, latencies, stop_at, drain_until, Arc::clone(&delivered), None, lazy);
             (g, tokio::spawn(task))
         })
         .collect();
@@ -81,7 +84,7 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
         eprintln!("each sender stays at most {} messages ahead of its receivers", p.ahead);
     }
     eprintln!("sending for {} s", args.duration);
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(latencies);
     let mut confirmed = Vec::with_capacity(groups);
     for stats in sent.await?? {
         confirmed.push(tally.sender(stats)?);

@@ -19,7 +19,7 @@
 use super::clock::{Clock, Schedule};
 use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pair};
 use super::progress::Progress;
-use super::report::{distribution, histogram, Percentiles, Samples, Second, Timeline};
+use super::report::{distribution, histogram, Latencies, Percentiles, Samples, Second};
 use super::BenchArgs;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
@@ -100,9 +100,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     let delivered = Arc::new(AtomicU64::new(0));
     let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, args.pairs))).transpose()?;
     let mut recv_tasks = Vec::new();
+    let latencies = Latencies::new(start);
     for (p, ws) in receivers.into_iter().enumerate() {
         let (pair, delivered) = (Arc::clone(&pairs[p]), Arc::clone(&delivered));
-        recv_tasks.push(tokio::spawn(receive(ws, pair, epoch, start, stop_at, drain_until, delivered)));
+        let latencies = Arc::clone(&latencies);
+        recv_tasks.push(tokio::spawn(receive(ws, pair, epoch, latencies, stop_at, drain_until, delivered)));
     }
     let mut send_tasks = Vec::new();
     for (p, ws) in senders.into_iter().enumerate() {
@@ -131,15 +133,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         acked_in_window += s.in_window;
         lag.add(&s.lag)?;
     }
-    let mut latency = histogram();
-    let mut timeline = Timeline::new();
     let (mut received, mut in_window) = (0, 0);
     for t in recv_tasks {
         let r = t.await??;
         received += r.received;
         in_window += r.in_window;
-        r.samples.add_to(&mut latency, &mut timeline);
+        drop(r.samples);
     }
+    let (latency, timeline) = latencies.take();
     progress.finish();
     relay.abort();
     let secs = args.duration as f64;
@@ -284,7 +285,7 @@ async fn receive<S>(
     mut ws: WebSocketStream<S>,
     pair: Arc<Pair>,
     epoch: Instant,
-    start: Instant,
+    latencies: Arc<Latencies>,
     stop_at: Instant,
     drain_until: Instant,
     delivered: Arc<AtomicU64>,
@@ -292,7 +293,7 @@ async fn receive<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut stats = Received { samples: Samples::new(start), received: 0, in_window: 0 };
+    let mut stats = Received { samples: Samples::new(&latencies), received: 0, in_window: 0 };
     let idle = idle_timer();
     tokio::pin!(idle);
     loop {

@@ -37,41 +37,82 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Deliveries per second of a run, each second with its latency histogram,
-/// so the report can show throughput and percentiles over time. Built at the
-/// end of a run from every receiver's [`Samples`].
+/// so the report can show throughput and percentiles over time. Filled by
+/// every receiver's [`Samples`], through the run's [`Latencies`].
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
     seconds: Vec<Histogram<u64>>,
 }
 
-/// The latencies one receiver saw, 8 bytes each: the second (since sending
-/// began) and the latency in microseconds. Receivers keep these instead of
-/// histograms of their own, which cost over 100 KiB each and would not fit
-/// in memory for thousands of receivers; [`Samples::add_to`] folds them
-/// into the run's histogram and timeline at the end.
+/// Samples a receiver gathers before it folds them into the run's histograms.
+pub const FOLD_EVERY: usize = 256;
+
+/// The run's latency histogram and timeline, which every receiver folds its
+/// samples into, a batch at a time.
+#[derive(Debug)]
+pub struct Latencies {
+    start: tokio::time::Instant,
+    folded: std::sync::Mutex<(Histogram<u64>, Timeline)>,
+}
+
+impl Latencies {
+    /// Seconds of the timeline count from `start`, when sending begins.
+    pub fn new(start: tokio::time::Instant) -> std::sync::Arc<Latencies> {
+        std::sync::Arc::new(Latencies { start, folded: std::sync::Mutex::new((histogram(), Timeline::new())) })
+    }
+
+    /// The histogram and timeline folded so far (all of them, once every
+    /// receiver's [`Samples`] is folded or dropped).
+    pub fn take(&self) -> (Histogram<u64>, Timeline) {
+        let mut folded = self.folded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *folded, (histogram(), Timeline::new()))
+    }
+}
+
+/// The latencies one receiver saw and has not folded yet, 8 bytes each: the
+/// second (since sending began) and the latency in microseconds. A receiver
+/// keeps these instead of histograms of its own, which cost over 100 KiB each
+/// and would not fit in memory for thousands of receivers, and folds them
+/// into the run's [`Latencies`] every [`FOLD_EVERY`], so one lock is taken
+/// per batch, not per delivery, and a run's memory does not grow with what
+/// it delivers (only its timeline grows, a histogram per second).
 #[derive(Debug)]
 pub struct Samples {
-    start: tokio::time::Instant,
+    into: std::sync::Arc<Latencies>,
     points: Vec<(u32, u32)>,
 }
 
 impl Samples {
-    pub fn new(start: tokio::time::Instant) -> Samples {
-        Samples { start, points: Vec::new() }
+    pub fn new(into: &std::sync::Arc<Latencies>) -> Samples {
+        Samples { into: std::sync::Arc::clone(into), points: Vec::new() }
     }
 
     pub fn record(&mut self, at: tokio::time::Instant, latency_us: u64) {
-        let second = at.saturating_duration_since(self.start).as_secs() as u32;
+        let second = at.saturating_duration_since(self.into.start).as_secs() as u32;
         self.points.push((second, latency_us.min(u32::MAX as u64) as u32));
+        if self.points.len() >= FOLD_EVERY {
+            self.fold();
+        }
     }
 
-    /// Adds every sample to the run's latency histogram and timeline.
-    pub fn add_to(&self, latency: &mut Histogram<u64>, timeline: &mut Timeline) {
-        for &(second, us) in &self.points {
+    /// Adds the samples gathered to the run's latency histogram and timeline.
+    pub fn fold(&mut self) {
+        if self.points.is_empty() {
+            return;
+        }
+        let mut folded = self.into.folded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (latency, timeline) = &mut *folded;
+        for (second, us) in self.points.drain(..) {
             let us = u64::from(us).max(1);
             let _ = latency.record(us);
             timeline.record_second(second as usize, us);
         }
+    }
+}
+
+impl Drop for Samples {
+    fn drop(&mut self) {
+        self.fold();
     }
 }
 
@@ -279,4 +320,36 @@ pub fn progress_curve(mut micros: Vec<u64>) -> Vec<(f64, u64)> {
         }
     }
     points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Latencies, Samples, FOLD_EVERY};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[test]
+    fn every_sample_reaches_the_run_once_whether_folded_in_batches_or_on_drop() {
+        let start = Instant::now();
+        let latencies = Latencies::new(start);
+        let (mut one, mut other) = (Samples::new(&latencies), Samples::new(&latencies));
+        // More than a batch in the first second, so one fold happens on the way.
+        for us in 1..=(FOLD_EVERY as u64 + 10) {
+            one.record(start, us);
+        }
+        for _ in 0..3 {
+            other.record(start + Duration::from_millis(2_500), 7_000);
+        }
+        drop(one);
+        drop(other);
+        let (latency, timeline) = latencies.take();
+        assert_eq!(latency.len(), FOLD_EVERY as u64 + 13);
+        let seconds = timeline.seconds();
+        let delivered: Vec<u64> = seconds.iter().map(|s| s.delivered).collect();
+        assert_eq!(delivered, vec![FOLD_EVERY as u64 + 10, 0, 3]);
+        // Within the histogram's three significant digits.
+        assert!((seconds[2].p50_ms - 7.0).abs() < 0.01, "{}", seconds[2].p50_ms);
+        // Taken: nothing is counted twice.
+        assert_eq!(latencies.take().0.len(), 0);
+    }
 }
