@@ -139,6 +139,19 @@ export async function openPage(user, server) {
   return page;
 }
 
+/**
+ * Every frame the page's WebSockets send and receive from now on, parsed, in
+ * the order they pass: `{ sent, received }`, arrays a test may read or empty.
+ */
+export function watchFrames(page) {
+  const frames = { sent: [], received: [] };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', ({ payload }) => frames.sent.push(JSON.parse(payload)));
+    ws.on('framereceived', ({ payload }) => frames.received.push(JSON.parse(payload)));
+  });
+  return frames;
+}
+
 /** The page made no request off its own origin and raised no error. */
 export function assertClean(assert, ...users) {
   for (const user of users) {

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertClean, http, openUser, serverAndBrowser, signIn, waitFor } from './helpers.js';
+import { assertClean, http, openUser, serverAndBrowser, signIn, waitFor, watchFrames } from './helpers.js';
 
 // Groups of more than two members are large here.
 const env = serverAndBrowser(['--fanout-sync-threshold', '2']);
@@ -19,16 +19,11 @@ test('a large group is acknowledged after a direct chat that got its message at 
   const direct = await create({ kind: 'direct', members: [ben.user_id] });
 
   const user = await openUser(env.browser, env.server);
-  const acks = [];
-  user.page.on('websocket', (ws) =>
-    ws.on('framesent', ({ payload }) => {
-      const frame = JSON.parse(payload);
-      if (frame.type === 'ack') acks.push(frame.conversation_id);
-    }),
-  );
+  const frames = watchFrames(user.page);
   await signIn(user.page, 'ben');
   await user.page.locator('.conv').nth(1).waitFor();
-  acks.length = 0;
+  frames.sent.length = 0;
+  const acks = () => frames.sent.filter((f) => f.type === 'ack').map((f) => f.conversation_id);
 
   const post = (conversation, text) =>
     api.call(
@@ -39,8 +34,8 @@ test('a large group is acknowledged after a direct chat that got its message at 
     );
   await post(group, 'to the group');
   await post(direct, 'to ben');
-  await waitFor('both acks', () => acks.includes(group.conversation_id) && acks.includes(direct.conversation_id));
-  assert.deepEqual(acks, [direct.conversation_id, group.conversation_id]);
+  await waitFor('both acks', () => acks().includes(group.conversation_id) && acks().includes(direct.conversation_id));
+  assert.deepEqual(acks(), [direct.conversation_id, group.conversation_id]);
   assertClean(assert, user);
   await user.context.close();
 });

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertClean, http, openUser, serverAndBrowser, signIn, waitFor } from './helpers.js';
+import { assertClean, http, openUser, serverAndBrowser, signIn, waitFor, watchFrames } from './helpers.js';
 
 // Groups of more than two members are large; the smallest window (64, so a
 // quarter is 16); and an ack timeout long enough that a held ack would wait
@@ -26,20 +26,12 @@ test('held acks of two large groups go together once they hold a quarter of the 
   const second = await create('second');
 
   const user = await openUser(env.browser, env.server);
-  const acks = [];
-  let pushed = 0;
-  user.page.on('websocket', (ws) => {
-    ws.on('framesent', ({ payload }) => {
-      const frame = JSON.parse(payload);
-      if (frame.type === 'ack') acks.push(frame);
-    });
-    ws.on('framereceived', ({ payload }) => {
-      if (JSON.parse(payload).type === 'message') pushed += 1;
-    });
-  });
+  const frames = watchFrames(user.page);
   await signIn(user.page, 'ben');
   await user.page.locator('.conv').nth(1).waitFor();
-  acks.length = 0;
+  frames.sent.length = 0;
+  const acks = () => frames.sent.filter((f) => f.type === 'ack');
+  const pushed = () => frames.received.filter((f) => f.type === 'message').length;
 
   const post = (conversation, n) =>
     api.call(
@@ -51,15 +43,15 @@ test('held acks of two large groups go together once they hold a quarter of the 
   // 15 held: 10 in one group, 5 in the other; each alone, and both together, under 16.
   for (let n = 1; n <= 10; n++) await post(first, n);
   for (let n = 1; n <= 5; n++) await post(second, n);
-  await waitFor('15 messages pushed', () => pushed === 15);
+  await waitFor('15 messages pushed', () => pushed() === 15);
   // A page turn or two for the client to take them in; an ack would go 25 ms after.
   await new Promise((resolve) => setTimeout(resolve, 500));
-  assert.deepEqual(acks, [], 'acks of large groups are held below a quarter of the window');
+  assert.deepEqual(acks(), [], 'acks of large groups are held below a quarter of the window');
 
   // The 16th makes a quarter: both groups are acknowledged, each up to its last message.
   await post(second, 6);
   const acked = (conversation, seq) =>
-    acks.some((a) => a.conversation_id === conversation.conversation_id && a.seq === seq);
+    acks().some((a) => a.conversation_id === conversation.conversation_id && a.seq === seq);
   await waitFor('both groups acknowledged', () => acked(first, 10) && acked(second, 6));
   assertClean(assert, user);
   await user.context.close();
