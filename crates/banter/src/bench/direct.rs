@@ -369,7 +369,7 @@ pub(super) fn micros(epoch: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_micros() as u64
 }
 
-fn send_frame(conv: &str, n: u64, stamp: u64) -> Message {
+pub(super) fn send_frame(conv: &str, n: u64, stamp: u64) -> Message {
     Message::text(format!(
         r#"{{"type":"send","client_msg_id":"{n}","conversation_id":"{conv}","content":{{"type":"text","text":"{stamp}"}}}}"#
     ))
