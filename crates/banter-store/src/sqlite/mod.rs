@@ -365,6 +365,7 @@ impl Store for SqliteStore {
                     return Err(StoreError::Conflict("a direct conversation cannot be left"));
                 }
                 c.execute("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2", params![conversation, user])?;
+                writer::forget_member(conversation, user);
                 c.execute(
                     "DELETE FROM cursors WHERE conversation_id = ?1 AND device_id IN (SELECT device_id FROM devices WHERE user_id = ?2)",
                     params![conversation, user],
@@ -416,10 +417,7 @@ impl Store for SqliteStore {
                 // once it succeeded. A retried `client_msg_id` inserts
                 // nothing (the unique index finds it, so no separate lookup
                 // runs for new messages) and gets the original back.
-                if !c
-                    .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-                    .exists(params![m.conversation_id, m.sender_id])?
-                {
+                if !writer::is_member(c, m.conversation_id, m.sender_id)? {
                     return Err(StoreError::NotFound);
                 }
                 let seq = writer::last_seq(c, m.conversation_id)? + 1;
@@ -597,11 +595,9 @@ fn ack_device(c: &Connection, user: UserId, device: DeviceId, acks: Vec<Ack>) ->
 
 /// `seq` capped at the conversation's `last_seq`, or `None` if `user` is not a member.
 fn capped_seq(c: &Connection, conversation: ConversationId, user: UserId, seq: u64) -> Result<Option<i64>> {
-    let last_seq: Option<i64> = c
-        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-        .query_row(params![conversation, user], |r| r.get::<_, i64>(0))
-        .optional()?;
-    let Some(_) = last_seq else { return Ok(None) };
+    if !writer::is_member(c, conversation, user)? {
+        return Ok(None);
+    }
     let last = writer::last_seq(c, conversation)?;
     Ok(Some((seq.min(i64::MAX as u64) as i64).min(last)))
 }

@@ -17,10 +17,10 @@
 //! a commit at most, never behind the cursor writes of ten thousand devices,
 //! while those still drain at full speed when nothing else is waiting.
 
-use crate::{ConversationId, Result, StoreError};
-use rusqlite::Connection;
+use crate::{ConversationId, Result, StoreError, UserId};
+use rusqlite::{params, Connection};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,6 +42,39 @@ thread_local! {
     /// send path needs no `UPDATE` of a per-conversation row: that row would
     /// scatter every batch over as many pages as there are active conversations.
     static LAST_SEQ: RefCell<HashMap<ConversationId, i64>> = RefCell::new(HashMap::new());
+    /// Memberships the writer has seen, as of the transaction in progress:
+    /// every send and every ack with receipts checks one, and only this
+    /// thread writes `members`, so a membership it has read stays true
+    /// until it removes it itself ([`forget_member`]) or a commit fails.
+    static MEMBERS: RefCell<HashSet<(ConversationId, UserId)>> = RefCell::new(HashSet::new());
+}
+
+/// Most memberships [`is_member`] keeps; past it the set is emptied.
+const MAX_CACHED_MEMBERS: usize = 1 << 20;
+
+/// Whether `user` is a member of `conversation`, inside the writer's transaction.
+pub(crate) fn is_member(conn: &Connection, conversation: ConversationId, user: UserId) -> Result<bool> {
+    if MEMBERS.with(|m| m.borrow().contains(&(conversation, user))) {
+        return Ok(true);
+    }
+    let member = conn
+        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .exists(params![conversation, user])?;
+    if member {
+        MEMBERS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_CACHED_MEMBERS {
+                m.clear();
+            }
+            m.insert((conversation, user));
+        });
+    }
+    Ok(member)
+}
+
+/// Called by every write that deletes a membership, before it is committed.
+pub(crate) fn forget_member(conversation: ConversationId, user: UserId) {
+    MEMBERS.with(|m| m.borrow_mut().remove(&(conversation, user)));
 }
 
 /// The last seq of a conversation, inside the writer's transaction.
@@ -227,8 +260,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
                     Ok(()) => None,
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
-                        // Seqs of the lost batch were never stored.
+                        // Seqs of the lost batch were never stored, nor
+                        // the memberships it added.
                         LAST_SEQ.with(|m| m.borrow_mut().clear());
+                        MEMBERS.with(|m| m.borrow_mut().clear());
                         Some(StoreError::from(e))
                     }
                 }

@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             a_direct_conversation_is_created_once_per_pair,
             groups_refuse_what_does_not_apply,
             leaving_removes_membership_and_cursors,
+            one_who_left_can_neither_send_nor_acknowledge,
             conversations_are_listed_by_latest_activity,
             member_lists_stop_at_the_limit,
             acks_move_cursors_forward_and_report_receipts,
@@ -315,6 +316,27 @@ pub async fn leaving_removes_membership_and_cursors(backend: &impl Backend) {
     assert_eq!(store.add_members(group, a.id, &[b.id]).await.unwrap(), vec![b.id]);
     let cursor = store.cursor(group, b.id, device).await.unwrap().unwrap();
     assert_eq!((cursor.acked_seq, cursor.last_seq, cursor.member_count), (4, 4, 2));
+}
+
+/// A member who has sent and acknowledged (so a backend that remembers
+/// memberships has seen this one) is refused both once gone, and may send
+/// again once back.
+pub async fn one_who_left_can_neither_send_nor_acknowledge(backend: &impl Backend) {
+    let store = backend.open().await;
+    let a = store.create_user("alice", "h").await.unwrap();
+    let b = store.create_user("bob", "h").await.unwrap();
+    let device = store.create_device(b.id, "phone", [6; 32]).await.unwrap();
+    let group = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
+    store.append(message(group, b.id, "b1", 1)).await.unwrap();
+    store.append(message(group, a.id, "a1", 2)).await.unwrap();
+    assert_eq!(store.ack(b.id, device, vec![ack(group, 1)]).await.unwrap(), vec![(group, 1)]);
+    store.leave(group, b.id).await.unwrap();
+    assert!(matches!(store.append(message(group, b.id, "b2", 3)).await, Err(StoreError::NotFound)));
+    assert_eq!(store.ack(b.id, device, vec![ack(group, 2)]).await.unwrap(), vec![]);
+    assert!(matches!(store.read(group, b.id, 2).await, Err(StoreError::NotFound)));
+    assert_eq!(seqs(&*store, group).await, vec![1, 2]);
+    store.add_members(group, a.id, &[b.id]).await.unwrap();
+    assert_eq!(store.append(message(group, b.id, "b3", 4)).await.unwrap().message.seq, 3);
 }
 
 pub async fn conversations_are_listed_by_latest_activity(backend: &impl Backend) {
