@@ -148,6 +148,16 @@ impl Control {
         self.closed.wake();
     }
 
+    /// Queues `push` without waiting; a dropped message hint marks the connection lagged.
+    fn push(&self, push: Push) {
+        if let Err(crate::pushes::Refused::Full(p)) = self.pushes.try_push(push) {
+            if matches!(p, Push::Message(_) | Push::Left(_) | Push::Resync) {
+                self.lagged.store(true, Ordering::Release);
+            }
+            metrics::counter!("push_dropped_total").increment(1);
+        }
+    }
+
     /// Ready with the close code once [`Control::close`] was called.
     pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<u16> {
         // Registered before the code is read, so a close in between still wakes.
@@ -171,14 +181,13 @@ pub struct Link {
 
 impl Link {
     fn push(&self, push: Push) {
-        if let Err(crate::pushes::Refused::Full(p)) = self.control.pushes.try_push(push) {
-            if matches!(p, Push::Message(_) | Push::Left(_) | Push::Resync) {
-                self.control.lagged.store(true, Ordering::Release);
-            }
-            metrics::counter!("push_dropped_total").increment(1);
-        }
+        self.control.push(push);
     }
 }
+
+/// Users of one [`Hub::push_users`] call above which their links are all
+/// looked up before the first push.
+const GATHER_ABOVE: usize = 64;
 
 /// The registry of live connections of this node.
 #[derive(Debug, Default)]
@@ -223,14 +232,33 @@ impl Hub {
     pub fn push_users(&self, users: &[UserId], mut make: impl FnMut(UserId, DeviceId) -> Option<Push>) -> usize {
         let map = self.users.read().expect("hub lock");
         let mut pushed = 0;
-        for user in users {
-            if let Some(links) = map.get(user) {
-                for link in links {
-                    if let Some(p) = make(*user, link.device_id) {
-                        link.push(p);
-                        pushed += 1;
+        if users.len() <= GATHER_ABOVE {
+            for user in users {
+                if let Some(links) = map.get(user) {
+                    for link in links {
+                        if let Some(p) = make(*user, link.device_id) {
+                            link.push(p);
+                            pushed += 1;
+                        }
                     }
                 }
+            }
+            return pushed;
+        }
+        // A large group: each push is a few cache misses (the user's entry,
+        // the link, its push queue). Looked up first, with no atomic
+        // operation between one lookup and the next (each push takes a
+        // lock, which waits for every load before it), the processor
+        // overlaps the lookups' misses.
+        let targets: Vec<(UserId, DeviceId, &Control)> = users
+            .iter()
+            .filter_map(|u| map.get(u).map(|links| (*u, links)))
+            .flat_map(|(u, links)| links.iter().map(move |l| (u, l.device_id, &*l.control)))
+            .collect();
+        for &(user, device, control) in &targets {
+            if let Some(p) = make(user, device) {
+                control.push(p);
+                pushed += 1;
             }
         }
         pushed
@@ -285,6 +313,53 @@ impl Hub {
             for l in links {
                 l.control.close(code);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connection's queue holds: the conversations of its `Left` pushes.
+    fn left(control: &Control) -> Vec<ConversationId> {
+        std::iter::from_fn(|| control.pushes.try_next())
+            .map(|p| match p {
+                Push::Left(c) => c,
+                other => panic!("unexpected push {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pushes_reach_every_chosen_device_of_small_and_large_lists() {
+        for users in [3, GATHER_ABOVE + 100] {
+            let hub = Hub::default();
+            // Every user has two devices, 1 and 2; user 0 is not connected.
+            let mut controls = Vec::new();
+            for user in 1..users as UserId {
+                for device in [1, 2] {
+                    let control = Arc::new(Control::default());
+                    let link = Link {
+                        conn_id: hub.next_conn_id(),
+                        device_id: device,
+                        since: 0,
+                        control: Arc::clone(&control),
+                    };
+                    assert!(hub.register(user, link, || {}).is_none());
+                    controls.push((user, device, control));
+                }
+            }
+            let all: Vec<UserId> = (0..users as UserId).collect();
+            // Device 2 of every third user is skipped.
+            let pushed = hub.push_users(&all, |u, d| (d == 1 || u % 3 != 0).then_some(Push::Left(7)));
+            let mut expected = 0;
+            for (user, device, control) in &controls {
+                let want = if *device == 1 || user % 3 != 0 { vec![7] } else { vec![] };
+                expected += want.len();
+                assert_eq!(left(control), want, "{users} users: user {user}, device {device}");
+            }
+            assert_eq!(pushed, expected);
         }
     }
 }
