@@ -179,12 +179,6 @@ pub struct Link {
     pub control: Arc<Control>,
 }
 
-impl Link {
-    fn push(&self, push: Push) {
-        self.control.push(push);
-    }
-}
-
 /// Users of one [`Hub::push_users`] call above which their links are all
 /// looked up before the first push.
 const GATHER_ABOVE: usize = 64;
@@ -231,35 +225,26 @@ impl Hub {
     /// for one device (it returns `None` to skip that device).
     pub fn push_users(&self, users: &[UserId], mut make: impl FnMut(UserId, DeviceId) -> Option<Push>) -> usize {
         let map = self.users.read().expect("hub lock");
-        let mut pushed = 0;
-        if users.len() <= GATHER_ABOVE {
-            for user in users {
-                if let Some(links) = map.get(user) {
-                    for link in links {
-                        if let Some(p) = make(*user, link.device_id) {
-                            link.push(p);
-                            pushed += 1;
-                        }
-                    }
-                }
-            }
-            return pushed;
-        }
-        // A large group: each push is a few cache misses (the user's entry,
-        // the link, its push queue). Looked up first, with no atomic
-        // operation between one lookup and the next (each push takes a
-        // lock, which waits for every load before it), the processor
-        // overlaps the lookups' misses.
-        let targets: Vec<(UserId, DeviceId, &Control)> = users
+        let targets = users
             .iter()
             .filter_map(|u| map.get(u).map(|links| (*u, links)))
-            .flat_map(|(u, links)| links.iter().map(move |l| (u, l.device_id, &*l.control)))
-            .collect();
-        for &(user, device, control) in &targets {
+            .flat_map(|(u, links)| links.iter().map(move |l| (u, l.device_id, &*l.control)));
+        let mut pushed = 0;
+        let mut push = |(user, device, control): (UserId, DeviceId, &Control)| {
             if let Some(p) = make(user, device) {
                 control.push(p);
                 pushed += 1;
             }
+        };
+        if users.len() <= GATHER_ABOVE {
+            targets.for_each(&mut push);
+        } else {
+            // A large group: each push is a few cache misses (the user's
+            // entry, the link, its push queue). Looked up first, with no
+            // atomic operation between one lookup and the next (each push
+            // takes a lock, which waits for every load before it), the
+            // processor overlaps the lookups' misses.
+            targets.collect::<Vec<_>>().into_iter().for_each(&mut push);
         }
         pushed
     }
@@ -268,7 +253,7 @@ impl Hub {
     pub fn push_device(&self, user: UserId, device: DeviceId, push: Push) {
         let map = self.users.read().expect("hub lock");
         if let Some(link) = map.get(&user).and_then(|l| l.iter().find(|l| l.device_id == device)) {
-            link.push(push);
+            link.control.push(push);
         }
     }
 
@@ -302,7 +287,7 @@ impl Hub {
     pub fn resync_all(&self) {
         for links in self.users.read().expect("hub lock").values() {
             for l in links {
-                l.push(Push::Resync);
+                l.control.push(Push::Resync);
             }
         }
     }

@@ -5,7 +5,8 @@
 //! `#[tokio::test]` per function here, so no backend can skip a case.
 
 use banter_store::{
-    Ack, ConversationId, DeviceAcks, Kind, NewMessage, SeqRange, Store, StoreError, UserId, MEMBERS_LISTED_UP_TO,
+    Ack, ConversationId, DeviceAcks, DeviceId, Kind, NewMessage, SeqRange, Store, StoreError, UserId,
+    MEMBERS_LISTED_UP_TO,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -293,28 +294,34 @@ pub async fn groups_refuse_what_does_not_apply(backend: &impl Backend) {
     assert_eq!(store.conversation(group.id, c.id).await.unwrap().unwrap().member_count, 3);
 }
 
+/// Alice, Bob with a phone (its token hash `token`), and a group of the two.
+async fn alice_bob_and_a_group(store: &dyn Store, token: u8) -> (UserId, UserId, DeviceId, ConversationId) {
+    let a = store.create_user("alice", "h").await.unwrap().id;
+    let b = store.create_user("bob", "h").await.unwrap().id;
+    let device = store.create_device(b, "phone", [token; 32]).await.unwrap();
+    let group = store.create_group(a, None, &[b]).await.unwrap().id;
+    (a, b, device, group)
+}
+
 pub async fn leaving_removes_membership_and_cursors(backend: &impl Backend) {
     let store = backend.open().await;
-    let a = store.create_user("alice", "h").await.unwrap();
-    let b = store.create_user("bob", "h").await.unwrap();
-    let device = store.create_device(b.id, "phone", [5; 32]).await.unwrap();
-    let group = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
-    let other = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
+    let (a, b, device, group) = alice_bob_and_a_group(&*store, 5).await;
+    let other = store.create_group(a, None, &[b]).await.unwrap().id;
     for i in 0..3 {
-        store.append(message(group, a.id, &format!("m{i}"), i + 1)).await.unwrap();
+        store.append(message(group, a, &format!("m{i}"), i + 1)).await.unwrap();
     }
-    assert_eq!(store.ack(b.id, device, vec![ack(group, 2)]).await.unwrap(), vec![(group, 2)]);
-    store.leave(group, b.id).await.unwrap();
-    assert_eq!(store.cursor(group, b.id, device).await.unwrap(), None);
-    let cursors = store.cursors(b.id, device).await.unwrap();
+    assert_eq!(store.ack(b, device, vec![ack(group, 2)]).await.unwrap(), vec![(group, 2)]);
+    store.leave(group, b).await.unwrap();
+    assert_eq!(store.cursor(group, b, device).await.unwrap(), None);
+    let cursors = store.cursors(b, device).await.unwrap();
     assert_eq!(cursors.iter().map(|k| k.conversation_id).collect::<Vec<_>>(), vec![other]);
-    assert_eq!(store.members(group).await.unwrap(), vec![a.id]);
-    assert_eq!(store.conversations(b.id).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![other]);
-    assert!(matches!(store.leave(group, b.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.members(group).await.unwrap(), vec![a]);
+    assert_eq!(store.conversations(b).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![other]);
+    assert!(matches!(store.leave(group, b).await, Err(StoreError::NotFound)));
     // Back in, the device starts at the current seq, not where it was.
-    store.append(message(group, a.id, "m3", 4)).await.unwrap();
-    assert_eq!(store.add_members(group, a.id, &[b.id]).await.unwrap(), vec![b.id]);
-    let cursor = store.cursor(group, b.id, device).await.unwrap().unwrap();
+    store.append(message(group, a, "m3", 4)).await.unwrap();
+    assert_eq!(store.add_members(group, a, &[b]).await.unwrap(), vec![b]);
+    let cursor = store.cursor(group, b, device).await.unwrap().unwrap();
     assert_eq!((cursor.acked_seq, cursor.last_seq, cursor.member_count), (4, 4, 2));
 }
 
@@ -323,20 +330,17 @@ pub async fn leaving_removes_membership_and_cursors(backend: &impl Backend) {
 /// again once back.
 pub async fn one_who_left_can_neither_send_nor_acknowledge(backend: &impl Backend) {
     let store = backend.open().await;
-    let a = store.create_user("alice", "h").await.unwrap();
-    let b = store.create_user("bob", "h").await.unwrap();
-    let device = store.create_device(b.id, "phone", [6; 32]).await.unwrap();
-    let group = store.create_group(a.id, None, &[b.id]).await.unwrap().id;
-    store.append(message(group, b.id, "b1", 1)).await.unwrap();
-    store.append(message(group, a.id, "a1", 2)).await.unwrap();
-    assert_eq!(store.ack(b.id, device, vec![ack(group, 1)]).await.unwrap(), vec![(group, 1)]);
-    store.leave(group, b.id).await.unwrap();
-    assert!(matches!(store.append(message(group, b.id, "b2", 3)).await, Err(StoreError::NotFound)));
-    assert_eq!(store.ack(b.id, device, vec![ack(group, 2)]).await.unwrap(), vec![]);
-    assert!(matches!(store.read(group, b.id, 2).await, Err(StoreError::NotFound)));
+    let (a, b, device, group) = alice_bob_and_a_group(&*store, 6).await;
+    store.append(message(group, b, "b1", 1)).await.unwrap();
+    store.append(message(group, a, "a1", 2)).await.unwrap();
+    assert_eq!(store.ack(b, device, vec![ack(group, 1)]).await.unwrap(), vec![(group, 1)]);
+    store.leave(group, b).await.unwrap();
+    assert!(matches!(store.append(message(group, b, "b2", 3)).await, Err(StoreError::NotFound)));
+    assert_eq!(store.ack(b, device, vec![ack(group, 2)]).await.unwrap(), vec![]);
+    assert!(matches!(store.read(group, b, 2).await, Err(StoreError::NotFound)));
     assert_eq!(seqs(&*store, group).await, vec![1, 2]);
-    store.add_members(group, a.id, &[b.id]).await.unwrap();
-    assert_eq!(store.append(message(group, b.id, "b3", 4)).await.unwrap().message.seq, 3);
+    store.add_members(group, a, &[b]).await.unwrap();
+    assert_eq!(store.append(message(group, b, "b3", 4)).await.unwrap().message.seq, 3);
 }
 
 pub async fn conversations_are_listed_by_latest_activity(backend: &impl Backend) {
