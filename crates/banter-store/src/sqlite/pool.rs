@@ -23,6 +23,13 @@ use tokio::sync::{oneshot, Semaphore};
 pub(crate) const READERS: usize = 8;
 /// Reads queued or running at once; more wait for room.
 pub(crate) const READ_QUEUE: usize = 4_096;
+/// How much of the database file each read connection maps into memory
+/// (SQLite's `mmap_size`; SQLite caps it at 2 GiB on Linux). A page read
+/// through the map is the operating system's cached page itself, where a
+/// page read with `pread` is copied into the connection's own page cache
+/// first: for a reader that visits pages at random (history, cursors), the
+/// copy and its system call were most of the read.
+pub(crate) const READ_MAP_BYTES: i64 = 1 << 31;
 
 /// One read: runs on a reader thread with its connection (or the error that
 /// kept it from opening one).
@@ -98,6 +105,7 @@ fn open(path: &Path) -> Result<Connection> {
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     super::keep_plans(&conn)?;
+    conn.pragma_update(None, "mmap_size", READ_MAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
