@@ -91,6 +91,15 @@ pub trait Store: Send + Sync + 'static {
         range: SeqRange,
         limit: usize,
     ) -> Result<Vec<Arc<StoredMessage>>>;
+    /// [`Store::messages`] as `reader` may see them: `None` when `reader` is
+    /// not a member of the conversation. One read for both.
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        reader: UserId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<StoredMessage>>>>;
 
     /// The cursor of a device in each conversation of its user.
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>>;

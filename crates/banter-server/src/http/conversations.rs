@@ -162,11 +162,8 @@ pub async fn history(
         (None, Some(a)) => SeqRange::After(a),
         (None, None) => SeqRange::Before(u64::MAX),
     };
-    if state.store.cursor(id, auth.user_id, auth.device_id).await?.is_none() {
-        return Err(ApiError::not_found());
-    }
     // One extra row tells whether there is more.
-    let mut rows = state.store.messages(id, range, limit + 1).await?;
+    let mut rows = state.store.history(id, auth.user_id, range, limit + 1).await?.ok_or_else(ApiError::not_found)?;
     let has_more = rows.len() > limit;
     if has_more {
         match range {

@@ -31,7 +31,7 @@ const LOCK_COUNTERS: &str = "SELECT conversation_id, last_seq FROM conversations
 /// the batch, all pipelined: with plain parameters the planner probes the
 /// primary key, where a join against `unnest` arrays (estimated at 100 rows)
 /// would scan the table.
-const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2";
+pub(super) const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2";
 
 /// An earlier message with the same idempotency key, if any; reads the
 /// columns of [`rows::message`]. One per message of the batch, pipelined, so

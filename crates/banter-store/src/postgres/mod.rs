@@ -230,6 +230,39 @@ async fn query(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]
     Ok(c.query(&statement, params).await?)
 }
 
+/// Messages of a conversation in a seq range, ascending.
+async fn page(
+    c: &impl GenericClient,
+    conversation: ConversationId,
+    range: SeqRange,
+    limit: usize,
+) -> Result<Vec<Arc<StoredMessage>>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (sql, bound, newest_first) = match range {
+        SeqRange::After(seq) => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+            bigint(seq),
+            false,
+        ),
+        SeqRange::Before(seq) => (
+            format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+            ),
+            bigint(seq),
+            true,
+        ),
+    };
+    let mut page = query(c, &sql, &[&conversation, &bound, &limit])
+        .await?
+        .iter()
+        .map(|r| rows::message(r).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    if newest_first {
+        page.reverse();
+    }
+    Ok(page)
+}
+
 /// Like [`query`], for exactly one row.
 async fn query_one(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
     let statement = c.prepare_cached(sql).await?;
@@ -401,35 +434,24 @@ impl Store for PgStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Vec<Arc<StoredMessage>>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (sql, bound, newest_first) = match range {
-            SeqRange::After(seq) => (
-                format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                ),
-                bigint(seq),
-                false,
-            ),
-            SeqRange::Before(seq) => (
-                format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 \
-                     ORDER BY seq DESC LIMIT $3"
-                ),
-                bigint(seq),
-                true,
-            ),
-        };
+        self.deadline(async { page(&self.client().await?, conversation, range, limit).await }).await
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        reader: UserId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<StoredMessage>>>> {
         self.deadline(async {
             let c = self.client().await?;
-            let mut page = query(&c, &sql, &[&conversation, &bound, &limit])
-                .await?
-                .iter()
-                .map(|r| rows::message(r).map(Arc::new))
-                .collect::<Result<Vec<_>>>()?;
-            if newest_first {
-                page.reverse();
-            }
-            Ok(page)
+            // Both statements go out at once (tokio-postgres pipelines them):
+            // one round trip.
+            let key: [&(dyn ToSql + Sync); 2] = [&conversation, &reader];
+            let (member, messages) =
+                tokio::try_join!(query_opt(&c, append::IS_MEMBER, &key), page(&c, conversation, range, limit))?;
+            Ok(member.map(|_| messages))
         })
         .await
     }

@@ -468,31 +468,22 @@ impl Store for SqliteStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Vec<Arc<StoredMessage>>> {
-        let limit = limit as i64;
+        self.readers.read(move |c| page(c, conversation, range, limit)).await
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        reader: UserId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<StoredMessage>>>> {
         self.readers
             .read(move |c| {
-                let (sql, bound, reverse) = match range {
-                    SeqRange::After(s) => (
-                        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
-                        s.min(i64::MAX as u64) as i64,
-                        false,
-                    ),
-                    SeqRange::Before(s) => (
-                        format!(
-                            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-                        ),
-                        s.min(i64::MAX as u64) as i64,
-                        true,
-                    ),
-                };
-                let mut out = c
-                    .prepare_cached(&sql)?
-                    .query_map(params![conversation, bound, limit], |r| message_row(r).map(Arc::new))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                if reverse {
-                    out.reverse();
-                }
-                Ok(out)
+                let member = c
+                    .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+                    .exists(params![conversation, reader])?;
+                member.then(|| page(c, conversation, range, limit)).transpose()
             })
             .await
     }
@@ -600,6 +591,37 @@ fn capped_seq(c: &Connection, conversation: ConversationId, user: UserId, seq: u
     }
     let last = writer::last_seq(c, conversation)?;
     Ok(Some((seq.min(i64::MAX as u64) as i64).min(last)))
+}
+
+/// Messages of a conversation in a seq range, ascending.
+fn page(
+    c: &Connection,
+    conversation: ConversationId,
+    range: SeqRange,
+    limit: usize,
+) -> Result<Vec<Arc<StoredMessage>>> {
+    let (sql, bound, newest_first) = match range {
+        SeqRange::After(s) => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
+            s,
+            false,
+        ),
+        SeqRange::Before(s) => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
+            s,
+            true,
+        ),
+    };
+    let bound = bound.min(i64::MAX as u64) as i64;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut out = c
+        .prepare_cached(&sql)?
+        .query_map(params![conversation, bound, limit], |r| message_row(r).map(Arc::new))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if newest_first {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 fn cursor_row(r: &Row<'_>) -> rusqlite::Result<Cursor> {

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             acks_of_many_devices_are_stored_together,
             reads_rise_and_are_capped,
             messages_are_paged_in_both_directions,
+            history_is_read_by_members_only,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -534,4 +535,28 @@ pub async fn messages_are_paged_in_both_directions(backend: &impl Backend) {
         (group, 1, 500, b.id, 42)
     );
     assert_eq!((first.client_msg_id.as_str(), first.ts, first.content.as_str()), ("first", 500, sent.content.as_str()));
+}
+
+pub async fn history_is_read_by_members_only(backend: &impl Backend) {
+    let store = backend.open().await;
+    let (a, b, _, group) = alice_bob_and_a_group(&*store, 7).await;
+    let c = store.create_user("carol", "h").await.unwrap().id;
+    let empty = store.create_group(a, None, &[c]).await.unwrap().id;
+    for i in 1..=3 {
+        store.append(message(group, a, &format!("m{i}"), i)).await.unwrap();
+    }
+    let history = |conversation, reader, range, limit| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = store.history(conversation, reader, range, limit).await.unwrap();
+            page.map(|p| p.iter().map(|m| m.seq).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(history(group, b, SeqRange::Before(u64::MAX), 2).await, Some(vec![2, 3]));
+    assert_eq!(history(group, b, SeqRange::After(0), 10).await, Some(vec![1, 2, 3]));
+    assert_eq!(history(empty, c, SeqRange::Before(u64::MAX), 10).await, Some(vec![]));
+    assert_eq!(history(group, c, SeqRange::Before(u64::MAX), 10).await, None);
+    assert_eq!(history(ConversationId::MAX, b, SeqRange::After(0), 10).await, None);
+    store.leave(group, b).await.unwrap();
+    assert_eq!(history(group, b, SeqRange::After(0), 10).await, None);
 }
