@@ -5,6 +5,7 @@ mod common;
 
 use common::{Seen, Server};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::time::Duration;
 
 #[tokio::test]
@@ -272,6 +273,41 @@ async fn second_connection_of_a_device_replaces_the_first_with_4002() {
     let mut wa = s.connect(&a).await;
     wa.send_text_message(&conv, "c1", "hi").await;
     assert_eq!(second.expect("message").await["seq"], 1);
+}
+
+/// A connection replaced while its sends are in flight stops reading, and
+/// answers every send it read before it closes: each message stored from it
+/// got its `sent` there, and none was answered without being stored.
+#[tokio::test]
+async fn a_replaced_connection_answers_every_send_it_stored_before_closing() {
+    let s = Server::start(&[]).await;
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.direct(&a, &b).await;
+    let mut first = s.connect(&a).await;
+    for i in 1..=1_000 {
+        first
+            .send(json!({"type": "send", "client_msg_id": format!("c{i}"), "conversation_id": conv,
+                         "content": {"type": "text", "text": "x"}}))
+            .await;
+    }
+    let _second = s.connect(&a).await;
+    let mut answered = HashSet::new();
+    loop {
+        match first.next_within(common::WAIT).await {
+            Some(Seen::Frame(v)) if v["type"] == "sent" => {
+                assert!(answered.insert(v["client_msg_id"].as_str().unwrap().to_owned()), "answered twice: {v}");
+            }
+            Some(Seen::Frame(v)) => assert_ne!(v["type"], "error", "{v}"),
+            Some(Seen::Closed(code)) => {
+                assert_eq!(code, Some(4002));
+                break;
+            }
+            None => panic!("the replaced connection did not close"),
+        }
+    }
+    let stored: HashSet<String> =
+        s.history(&a, &conv).await.iter().map(|m| m["client_msg_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stored, answered);
 }
 
 #[tokio::test]
