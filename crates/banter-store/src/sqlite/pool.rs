@@ -28,7 +28,7 @@ pub(crate) const READ_QUEUE: usize = 4_096;
 /// through the map is the operating system's cached page itself, where a
 /// page read with `pread` is copied into the connection's own page cache
 /// first: for a reader that visits pages at random (history, cursors), the
-/// copy and its system call were most of the read.
+/// copy, its system call and the page cache were about a third of the read.
 pub(crate) const READ_MAP_BYTES: i64 = 1 << 31;
 
 /// One read: runs on a reader thread with its connection (or the error that
