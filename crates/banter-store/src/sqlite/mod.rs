@@ -147,6 +147,10 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
+/// Whether a user is a member of a conversation (`?1`, `?2`): for reads, and
+/// for the writer behind its memory of memberships ([`writer::is_member`]).
+const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2";
+
 const MESSAGE_COLUMNS: &str = "conversation_id, seq, message_id, sender_id, sender_device, client_msg_id, ts, content";
 
 /// Fills in the member list of a conversation small enough to list.
@@ -480,9 +484,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Vec<Arc<StoredMessage>>>> {
         self.readers
             .read(move |c| {
-                let member = c
-                    .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-                    .exists(params![conversation, reader])?;
+                let member = c.prepare_cached(IS_MEMBER)?.exists(params![conversation, reader])?;
                 member.then(|| page(c, conversation, range, limit)).transpose()
             })
             .await

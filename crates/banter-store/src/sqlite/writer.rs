@@ -57,9 +57,7 @@ pub(crate) fn is_member(conn: &Connection, conversation: ConversationId, user: U
     if MEMBERS.with(|m| m.borrow().contains(&(conversation, user))) {
         return Ok(true);
     }
-    let member = conn
-        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-        .exists(params![conversation, user])?;
+    let member = conn.prepare_cached(super::IS_MEMBER)?.exists(params![conversation, user])?;
     if member {
         MEMBERS.with(|m| {
             let mut m = m.borrow_mut();
