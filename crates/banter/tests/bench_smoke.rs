@@ -87,6 +87,34 @@ fn relay_baseline_and_html_report() {
 }
 
 #[test]
+fn group_relay_baseline_fans_every_send_out_to_every_member() {
+    let r = bench(&[
+        "--spawn",
+        "--scenario",
+        "group",
+        "--groups",
+        "2",
+        "--members",
+        "5",
+        "--duration",
+        "1",
+        "--rate",
+        "40",
+        "--baseline-relay",
+    ]);
+    assert_eq!(r["lost"], 0);
+    let relay = &r["relay"];
+    assert_eq!(relay["pairs"], 2, "{relay}");
+    assert_eq!(relay["members"], 5, "{relay}");
+    // Every send the relay answered reached each of the other four members of its group.
+    let answered = relay["sent_acknowledged"].as_u64().unwrap();
+    assert!(answered > 0, "{relay}");
+    assert_eq!(relay["delivered"].as_u64().unwrap(), answered * 4, "{relay}");
+    assert_eq!(relay["send_to_sent_ms"]["count"].as_u64().unwrap(), answered, "{relay}");
+    assert!(r["ratio_to_relay"].as_f64().unwrap() > 0.0, "{}", r["ratio_to_relay"]);
+}
+
+#[test]
 fn store_scenario_appends_everything() {
     let r = bench(&["--scenario", "store", "--conversations", "50", "--messages", "2000"]);
     assert_eq!(r["messages"], 2000);

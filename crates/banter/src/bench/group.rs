@@ -99,23 +99,23 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
 }
 
 /// When and how the senders send.
-struct Plan {
-    conversations: Vec<String>,
-    pairs: Vec<Arc<Pair>>,
-    epoch: Instant,
-    start: Instant,
-    stop_at: Instant,
+pub(super) struct Plan {
+    pub(super) conversations: Vec<String>,
+    pub(super) pairs: Vec<Arc<Pair>>,
+    pub(super) epoch: Instant,
+    pub(super) start: Instant,
+    pub(super) stop_at: Instant,
     /// Open loop: the clock that wakes each group's sender.
-    clock: Option<Clock>,
-    inflight: usize,
-    pace: Option<Pace>,
+    pub(super) clock: Option<Clock>,
+    pub(super) inflight: usize,
+    pub(super) pace: Option<Pace>,
 }
 
 /// The senders, on a thread and runtime of their own: sharing a runtime with
 /// thousands of busy receiver tasks, a sender would read its `sent` only
 /// when its turn in that queue came, and its send→`sent` time would measure
 /// this process instead of the server. A real sender is a device of its own.
-struct SenderThread {
+pub(super) struct SenderThread {
     ready: oneshot::Receiver<anyhow::Result<()>>,
     plan: oneshot::Sender<Plan>,
     done: oneshot::Receiver<anyhow::Result<Vec<SenderStats>>>,
@@ -123,7 +123,7 @@ struct SenderThread {
 
 impl SenderThread {
     /// Starts the thread, which connects one sender per token.
-    fn connect(url: String, tokens: Vec<String>) -> anyhow::Result<SenderThread> {
+    pub(super) fn connect(url: String, tokens: Vec<String>) -> anyhow::Result<SenderThread> {
         let (ready_tx, ready) = oneshot::channel();
         let (plan, plan_rx) = oneshot::channel::<Plan>();
         let (done_tx, done) = oneshot::channel();
@@ -178,12 +178,12 @@ impl SenderThread {
     }
 
     /// Waits until every sender is connected.
-    async fn ready(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn ready(&mut self) -> anyhow::Result<()> {
         (&mut self.ready).await.map_err(|_| anyhow::anyhow!("sender thread ended"))?
     }
 
     /// Starts sending; the result is every sender's figures, in group order.
-    fn run(self, plan: Plan) -> oneshot::Receiver<anyhow::Result<Vec<SenderStats>>> {
+    pub(super) fn run(self, plan: Plan) -> oneshot::Receiver<anyhow::Result<Vec<SenderStats>>> {
         let _ = self.plan.send(plan);
         self.done
     }

@@ -98,8 +98,8 @@ pub struct BenchArgs {
     /// and history).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// Direct scenario: first send the same load through a plain in-process WebSocket relay,
-    /// and report this run's throughput as a ratio of the relay's.
+    /// Direct and group scenarios: first send the same load through a plain in-process
+    /// WebSocket relay, and report this run's throughput as a ratio of the relay's.
     #[arg(long)]
     pub baseline_relay: bool,
     /// With --spawn: the server's SQLite durability (`full` or `normal`).
@@ -121,6 +121,9 @@ pub struct BenchArgs {
     /// Run as a worker process of the connections scenario (started by the bench itself).
     #[arg(long, hide = true, requires = "url")]
     pub worker: bool,
+    /// Internal: serve the group scenario's plain relay until killed (see `relay::serve_process`).
+    #[arg(long, hide = true)]
+    pub relay_serve: bool,
     /// Store scenario: active conversations.
     #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
@@ -147,14 +150,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.report.is_some() && matches!(args.scenario, Scenario::Store | Scenario::History) {
         eprintln!("note: --report is ignored: the store and history scenarios write no page");
     }
-    if args.baseline_relay && !matches!(args.scenario, Scenario::Direct) {
-        eprintln!("note: --baseline-relay is ignored: it applies to the direct scenario only");
+    if args.baseline_relay && !matches!(args.scenario, Scenario::Direct | Scenario::Group) {
+        eprintln!("note: --baseline-relay is ignored: it applies to the direct and group scenarios only");
     }
     if args.processes.is_some() && !matches!(args.scenario, Scenario::Connections) {
         eprintln!("note: --processes is ignored: it applies to the connections scenario only");
     }
     if args.eager_acks && !matches!(args.scenario, Scenario::Group) {
         eprintln!("note: --eager-acks is ignored: only the group scenario holds acks");
+    }
+    if args.relay_serve {
+        return relay::serve_process().await;
     }
     if args.worker {
         return workers::run(&urls(args.url.as_deref().unwrap_or_default()), args.duration).await;
@@ -167,10 +173,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let report = store::run(args.conversations, args.messages, &args.sqlite_synchronous).await?;
         return write_json(&args.json, &report);
     }
-    let relay = if args.baseline_relay && matches!(args.scenario, Scenario::Direct) {
-        Some(relay::run(&args).await?)
-    } else {
-        None
+    let relay = match args.scenario {
+        Scenario::Direct if args.baseline_relay => Some(relay::run(&args).await?),
+        Scenario::Group if args.baseline_relay => Some(relay::run_group(&args).await?),
+        _ => None,
     };
     let spawned = if args.spawn { Some(server::Spawned::start(&args.sqlite_synchronous).await?) } else { None };
     let bases: Vec<String> = match (&args.url, &spawned) {

@@ -1,4 +1,4 @@
-//! The `--baseline-relay` measurement: the `direct` load sent through a
+//! The `--baseline-relay` measurement: the `direct` or `group` load sent through a
 //! minimal WebSocket relay instead of Banter, so a report can say how close
 //! Banter comes to what the machine allows.
 //!
@@ -13,14 +13,28 @@
 //! `--inflight` sends awaiting it, or open loop at `--rate`, with the same
 //! frames stamped with the same microsecond clock.
 //!
-//! The relay runs inside the bench process, on 127.0.0.1 with a free port.
-//! Server and simulator share the machine, as they do in the real run. Its
-//! sockets take the server's buffer sizes (`banter_server::ws`), and its
-//! receivers read each frame's stamp with one borrowed parse as the real
-//! receivers do, so the two runs differ in what the server does alone.
+//! The direct relay runs inside the bench process, on 127.0.0.1 with a
+//! free port. Server and simulator share the machine, as they do in the
+//! real run. Its sockets take the server's buffer sizes
+//! (`banter_server::ws`), and its receivers read each frame's stamp with
+//! one borrowed parse as the real receivers do, so the two runs differ in
+//! what the server does alone.
+//!
+//! The `group` load goes through the same relay code ([`run_group`]):
+//! group g's creator says `g:s` and every other member `g:r`, and each text
+//! frame of the creator goes to every member's queue. There the relay
+//! writes `sent` before it fans the frame out, as Banter answers a send to a
+//! large group before its fan-out. It runs as a process of its own
+//! (`banter bench --relay-serve`), as the server does, since its sockets and
+//! the simulator's would not fit under one process's open-file limit at
+//! 10,000 members, with the senders' connections on a runtime of one
+//! thread, as Banter reads sends on a lane of its own; so the relay's
+//! send→`sent` is the floor of what the machine allows under that delivery
+//! load, and its delivery figures what a fan-out that stores nothing and
+//! waits for no ack achieves.
 
 use super::clock::{Clock, Schedule};
-use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pair};
+use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pace, Pair, SenderStats};
 use super::progress::Progress;
 use super::report::{distribution, histogram, Latencies, Percentiles, Samples, Second};
 use super::BenchArgs;
@@ -50,7 +64,10 @@ const SENT: &str = r#"{"type":"sent"}"#;
 /// What the relay run measured, reported next to the real run.
 #[derive(Debug, Serialize)]
 pub struct RelayResult {
+    /// Pairs (`direct`) or groups (`group`).
     pub pairs: usize,
+    /// Members of each group; null for `direct`.
+    pub members: Option<usize>,
     pub duration_s: f64,
     /// Target total rate (open loop), or null when sending as fast as `sent` allows.
     pub rate: Option<u64>,
@@ -66,6 +83,8 @@ pub struct RelayResult {
     pub message_delivery_latency_ms: Percentiles,
     /// Open loop: how late the simulator wrote each send after it was due; null in closed loop.
     pub send_lag_ms: Option<Percentiles>,
+    /// Send written → its `sent` read, at the sender.
+    pub send_to_sent_ms: Percentiles,
     /// Deliveries and latency percentiles per second.
     pub timeline: Vec<Second>,
     /// The whole delivery-latency distribution: `(percentile, ms)` points.
@@ -80,6 +99,8 @@ impl RelayResult {
             "relay baseline      {:.0} delivered/s   latency ms p50 {:.3}  p99 {:.3}  p99.9 {:.3}",
             self.throughput_rps, l.p50, l.p99, l.p999
         );
+        let s = &self.send_to_sent_ms;
+        println!("relay send→sent ms  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}", s.p50, s.p99, s.p999, s.max);
         if let Some(g) = &self.send_lag_ms {
             println!("relay send lag ms   p50 {:.3}  p99 {:.3}  p99.9 {:.3}", g.p50, g.p99, g.p999);
         }
@@ -91,7 +112,7 @@ impl RelayResult {
 pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/", listener.local_addr()?);
-    let relay = tokio::spawn(serve(listener));
+    let relay = tokio::spawn(serve(listener, None));
     eprintln!("relay baseline: {} pairs through a plain WebSocket relay", args.pairs);
     let epoch = Instant::now();
     let pairs: Vec<Arc<Pair>> = (0..args.pairs).map(|_| Arc::default()).collect();
@@ -133,26 +154,127 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     }
     let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
     let progress = Progress::start("relay ", start, args.duration, Arc::clone(&delivered), recent);
-    let (mut confirmed, mut acked_in_window, mut lag) = (0, 0, histogram());
+    let mut senders = Vec::with_capacity(send_tasks.len());
     for t in send_tasks {
-        let s = t.await??;
+        senders.push(t.await??);
+    }
+    let result = tally(args, args.pairs, None, senders, recv_tasks, &latencies).await;
+    progress.finish();
+    relay.abort();
+    result
+}
+
+/// Runs the `group` load of `args` through a relay process of its own (see the module notes).
+pub async fn run_group(args: &BenchArgs) -> anyhow::Result<RelayResult> {
+    let (groups, members) = (args.groups, args.members.max(2));
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--relay-serve"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("relay process has no stdout"))?;
+    let line = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout))
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("relay process exited before listening"))?;
+    let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+    eprintln!("relay baseline: {groups} groups of {members} through a plain WebSocket relay");
+    let result = run_group_through(args, &url, groups, members).await;
+    let _ = child.kill().await;
+    result
+}
+
+/// The relay process of [`run_group`] (`banter bench --relay-serve`): its
+/// senders' connections on a runtime of one thread, the rest on the
+/// process's runtime; prints its URL, then serves until killed.
+pub async fn serve_process() -> anyhow::Result<()> {
+    // One socket per member: as many as the process may open.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let sending = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("relay-sends")
+        .enable_all()
+        .build()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("relay listening on ws://{}/", listener.local_addr()?);
+    serve(listener, Some(sending.handle().clone())).await;
+    sending.shutdown_background();
+    Ok(())
+}
+
+async fn run_group_through(args: &BenchArgs, url: &str, groups: usize, members: usize) -> anyhow::Result<RelayResult> {
+    let mut senders =
+        super::group::SenderThread::connect(url.to_owned(), (0..groups).map(|g| format!("{g}:s")).collect())?;
+    let mut sockets = Vec::with_capacity(groups * (members - 1));
+    for g in 0..groups {
+        for _ in 1..members {
+            sockets.push((g, connect(url, &format!("{g}:r")).await?));
+        }
+    }
+    senders.ready().await?;
+    let epoch = Instant::now();
+    let start = Instant::now() + super::LEAD;
+    let stop_at = start + Duration::from_secs(args.duration);
+    let drain_until = stop_at + Duration::from_secs(args.drain);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
+    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?;
+    let latencies = Latencies::new(start);
+    let plan = super::group::Plan {
+        // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
+        conversations: (0..groups).map(|g| format!("{}", 300_000_000_000_000_000 + g as u64)).collect(),
+        pairs: pairs.clone(),
+        epoch,
+        start,
+        stop_at,
+        clock,
+        inflight: args.inflight,
+        pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
+    };
+    let sent = senders.run(plan);
+    let recv_tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|(g, ws)| {
+            let (pair, delivered, latencies) = (Arc::clone(&pairs[g]), Arc::clone(&delivered), Arc::clone(&latencies));
+            tokio::spawn(receive(ws, pair, epoch, latencies, stop_at, drain_until, delivered))
+        })
+        .collect();
+    let recent = pairs.iter().map(|p| Arc::clone(&p.recent)).collect();
+    let progress = Progress::start("relay ", start, args.duration, Arc::clone(&delivered), recent);
+    let stats = sent.await??;
+    let result = tally(args, groups, Some(members), stats, recv_tasks, &latencies).await;
+    progress.finish();
+    result
+}
+
+/// The relay run's figures, once every sender and receiver is done.
+async fn tally(
+    args: &BenchArgs,
+    pairs: usize,
+    members: Option<usize>,
+    senders: Vec<SenderStats>,
+    receivers: Vec<tokio::task::JoinHandle<anyhow::Result<Received>>>,
+    latencies: &Latencies,
+) -> anyhow::Result<RelayResult> {
+    let (mut confirmed, mut acked_in_window, mut lag, mut send_to_sent) = (0, 0, histogram(), histogram());
+    for s in senders {
         confirmed += s.confirmed;
         acked_in_window += s.in_window;
         lag.add(&s.lag)?;
+        send_to_sent.add(&s.send_to_sent)?;
     }
     let (mut received, mut in_window) = (0, 0);
-    for t in recv_tasks {
+    for t in receivers {
         let r = t.await??;
         received += r.received;
         in_window += r.in_window;
         drop(r.samples);
     }
     let (latency, timeline) = latencies.take();
-    progress.finish();
-    relay.abort();
     let secs = args.duration as f64;
     Ok(RelayResult {
-        pairs: args.pairs,
+        pairs,
+        members,
         duration_s: secs,
         rate: args.rate,
         sent_acknowledged: confirmed,
@@ -161,33 +283,34 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         acked_sends_per_s: acked_in_window as f64 / secs,
         message_delivery_latency_ms: Percentiles::of(&latency),
         send_lag_ms: args.rate.map(|_| Percentiles::of(&lag)),
+        send_to_sent_ms: Percentiles::of(&send_to_sent),
         timeline: timeline.seconds(),
         latency_distribution: distribution(&latency),
     })
 }
 
-/// The receiving side of each pair: the relay's queue to it, taken by whichever side connects first.
-struct Slot {
-    tx: mpsc::Sender<Utf8Bytes>,
-    rx: Option<mpsc::Receiver<Utf8Bytes>>,
-}
+/// The relay's queues to the receivers of one pair or group; each receiver
+/// adds its own when it connects, and a sender takes the list again only
+/// when it has grown.
+type Room = Arc<Mutex<Vec<mpsc::Sender<Utf8Bytes>>>>;
 
-type Slots = Arc<Mutex<HashMap<usize, Slot>>>;
+type Rooms = Arc<Mutex<HashMap<usize, Room>>>;
 
-/// Accepts relay connections until aborted; aborting it also ends every connection.
-async fn serve(listener: TcpListener) {
-    let slots: Slots = Arc::default();
+/// Accepts relay connections until aborted; aborting it also ends every
+/// connection. With `sending`, senders' connections run on that runtime.
+async fn serve(listener: TcpListener, sending: Option<tokio::runtime::Handle>) {
+    let rooms: Rooms = Arc::default();
     let mut connections = JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(stream, Arc::clone(&slots)));
+        connections.spawn(connection(stream, Arc::clone(&rooms), sending.clone()));
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
 }
 
 /// One relay connection: the hello, then forwarding (a sender) or delivering (a receiver).
-async fn connection(stream: TcpStream, slots: Slots) -> anyhow::Result<()> {
+async fn connection(stream: TcpStream, rooms: Rooms, sending: Option<tokio::runtime::Handle>) -> anyhow::Result<()> {
     // tungstenite's default read buffer (128 KiB) is zeroed before every
     // read: in open loop, one read per frame, that `memset` was a quarter of
     // the relay's CPU.
@@ -200,50 +323,57 @@ async fn connection(stream: TcpStream, slots: Slots) -> anyhow::Result<()> {
             _ => return Ok(()),
         }
     };
-    let (pair, sender) = parse_hello(&hello).ok_or_else(|| anyhow::anyhow!("bad relay hello: {hello}"))?;
+    let (id, sender) = parse_hello(&hello).ok_or_else(|| anyhow::anyhow!("bad relay hello: {hello}"))?;
     ws.send(Message::text(r#"{"type":"welcome"}"#)).await?;
-    let side = {
-        let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slots.entry(pair).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            Slot { tx, rx: Some(rx) }
-        });
-        if sender {
-            Side::Sender(slot.tx.clone())
-        } else {
-            Side::Receiver(slot.rx.take().ok_or_else(|| anyhow::anyhow!("pair {pair} has a receiver already"))?)
-        }
-    };
-    match side {
-        Side::Sender(tx) => forward(ws, tx).await,
-        Side::Receiver(rx) => deliver(ws, rx).await,
+    let room = Arc::clone(rooms.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_default());
+    if !sender {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        room.lock().unwrap_or_else(PoisonError::into_inner).push(tx);
+        return deliver(ws, rx).await;
     }
+    match sending {
+        // Ends with the runtime, like the connections of `serve`.
+        Some(lane) => drop(lane.spawn(forward(ws, room))),
+        None => forward(ws, room).await?,
+    }
+    Ok(())
 }
 
-/// A relay client's end of its pair's queue.
-enum Side {
-    Sender(mpsc::Sender<Utf8Bytes>),
-    Receiver(mpsc::Receiver<Utf8Bytes>),
-}
-
-/// The pair index and whether the client is its sender, from `{"token":"<pair>:<s|r>"}`.
+/// The pair or group index and whether the client is its sender, from `{"token":"<index>:<s|r>"}`.
 fn parse_hello(text: &str) -> Option<(usize, bool)> {
     let hello: serde_json::Value = serde_json::from_str(text).ok()?;
     let (pair, role) = hello["token"].as_str()?.split_once(':')?;
     Some((pair.parse().ok()?, role == "s"))
 }
 
-/// Forwards a sender's text frames to its receiver's queue and answers each with `sent`.
-async fn forward<S>(mut ws: WebSocketStream<S>, tx: mpsc::Sender<Utf8Bytes>) -> anyhow::Result<()>
+/// Forwards a sender's text frames to its room's receivers and answers each
+/// with `sent`: after forwarding to a pair's one receiver, before fanning
+/// out to a group's (see the module notes).
+async fn forward<S>(mut ws: WebSocketStream<S>, room: Room) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let mut to: Vec<mpsc::Sender<Utf8Bytes>> = Vec::new();
     let mut next = ws.next().await;
     loop {
         match next {
             Some(Ok(Message::Text(t))) => {
-                tx.send(t).await?;
-                ws.feed(Message::text(SENT)).await?;
+                {
+                    let now = room.lock().unwrap_or_else(PoisonError::into_inner);
+                    if now.len() != to.len() {
+                        to.clone_from(&now);
+                    }
+                }
+                if let [one] = &to[..] {
+                    one.send(t).await?;
+                    ws.feed(Message::text(SENT)).await?;
+                } else {
+                    ws.send(Message::text(SENT)).await?;
+                    for member in &to {
+                        // A receiver gone is passed over; the others still get the frame.
+                        let _ = member.send(t.clone()).await;
+                    }
+                }
             }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
             Some(Ok(_)) => {}
@@ -342,6 +472,7 @@ where
         let now = Instant::now();
         let Some(sent_at) = Forwarded::stamp(&text) else { continue };
         stats.received += 1;
+        pair.received.fetch_add(1, Ordering::Relaxed);
         delivered.fetch_add(1, Ordering::Relaxed);
         if now < stop_at {
             stats.in_window += 1;
