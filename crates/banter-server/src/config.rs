@@ -1,6 +1,7 @@
 //! Server configuration. The binary fills it from flags and `BANTER_*`
 //! variables (flag > environment > default); tests build it directly.
 
+use crate::priority::DeliveryPriority;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     /// Serve the web client from this directory instead of the copy built into the binary.
     pub web_dir: Option<PathBuf>,
+    /// Whether the threads that deliver give way to the send path ([`crate::priority`]).
+    pub delivery_priority: DeliveryPriority,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             sync_full: true,
             argon2_memory_kib: 19 * 1024,
             web_dir: None,
+            delivery_priority: DeliveryPriority::Normal,
         }
     }
 }

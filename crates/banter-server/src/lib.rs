@@ -26,6 +26,7 @@ pub mod members;
 pub mod messaging;
 pub mod meters;
 pub mod presence;
+pub mod priority;
 pub mod push_room;
 pub mod pushes;
 pub mod state;
@@ -55,6 +56,7 @@ pub fn state(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> std::io::Result<Arc<AppState>> {
     let max_pushes = config.fanout_max_pushes;
+    let delivery_priority = config.delivery_priority;
     Ok(Arc::new(AppState {
         ids: ids::Snowflake::new(config.node_id),
         config,
@@ -68,7 +70,7 @@ pub fn state(
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
-        readers: ws::answers::Lanes::new()?,
+        readers: ws::answers::Lanes::new(delivery_priority)?,
         meters: meters::Meters::new(),
         acks: Default::default(),
         metrics,

@@ -39,9 +39,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if matches!(cli.command, Command::Bench(_)) {
+    match &cli.command {
         // The bench's open-loop clock wakes senders from a thread of its own.
-        builder.global_queue_interval(bench::GLOBAL_QUEUE_INTERVAL);
+        Command::Bench(_) => {
+            builder.global_queue_interval(bench::GLOBAL_QUEUE_INTERVAL);
+        }
+        // The main runtime runs every connection task: it delivers.
+        Command::Serve(args) => {
+            let priority = args.delivery_priority.into();
+            builder.on_thread_start(move || banter_server::priority::enter_delivery_thread(priority));
+        }
+        Command::Client(_) => {}
     }
     let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {

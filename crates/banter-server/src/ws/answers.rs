@@ -17,6 +17,7 @@
 
 use super::connection::{error_frame, frame, write_all, SendResult, Sink, Unwritten};
 use crate::hub::Control;
+use crate::priority::DeliveryPriority;
 use crate::views;
 use axum::extract::ws::Message;
 use banter_proto::close;
@@ -54,15 +55,21 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    pub fn new() -> std::io::Result<Lanes> {
-        let runtime = |name: &str| {
+    /// The two lanes; the quiet one, which reads mostly acks, runs at the
+    /// priority of delivery ([`crate::priority`]), the sending one at normal priority.
+    pub fn new(delivery: DeliveryPriority) -> std::io::Result<Lanes> {
+        let runtime = |name: &str, priority: DeliveryPriority| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(ANSWER_THREADS)
                 .thread_name(name)
+                .on_thread_start(move || crate::priority::enter_delivery_thread(priority))
                 .enable_all()
                 .build()
         };
-        Ok(Lanes { quiet: Some(runtime("banter-readers")?), sending: Some(runtime("banter-answers")?) })
+        Ok(Lanes {
+            quiet: Some(runtime("banter-readers", delivery)?),
+            sending: Some(runtime("banter-answers", DeliveryPriority::Normal)?),
+        })
     }
 
     /// Runs `future` on the runtime of `lane`.
