@@ -57,6 +57,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Starts the server again on the same data directory (after a kill or a stop).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
