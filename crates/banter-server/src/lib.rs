@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod finish;
+pub mod front;
 pub mod http;
 pub mod hub;
 pub mod ids;
@@ -71,6 +72,7 @@ pub fn state(
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
         readers: ws::answers::Lanes::new(delivery_priority)?,
+        front: front::Front::new(delivery_priority)?,
         meters: meters::Meters::new(),
         acks: Default::default(),
         metrics,
@@ -134,6 +136,19 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     Some(handle)
 }
 
+/// Accepts and serves HTTP and WebSocket upgrades until `shutdown` is cancelled.
+async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    // Frames are small and latency matters: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    // Made into a service once: served as a plain `Router`, axum would copy
+    // the whole route table for every TCP connection, every WebSocket included.
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
 /// Serves until `state.shutdown` is cancelled; then stops accepting, closes
 /// every connection with 1001, waits for in-flight work, and returns.
 pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
@@ -149,15 +164,19 @@ pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result
     cluster::node::start(&state);
     let app = http::router(Arc::clone(&state));
     let shutdown = state.shutdown.clone();
-    // Frames are small and latency matters: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // Made into a service once: served as a plain `Router`, axum would copy
-    // the whole route table for every TCP connection, every WebSocket included.
-    let server = axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
-    let served = server.await;
+    let served = match &state.front {
+        // The listener is registered again on the front runtime, which then
+        // owns every socket it accepts (`front.rs`).
+        Some(front) => {
+            let listener = listener.into_std()?;
+            let serving = front.handle().spawn(async move {
+                let listener = TcpListener::from_std(listener)?;
+                serve_http(listener, app, shutdown).await
+            });
+            serving.await.map_err(std::io::Error::other)?
+        }
+        None => serve_http(listener, app, shutdown).await,
+    };
     // The listener is closed; the sweep above closes every connection with 1001.
     state.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {

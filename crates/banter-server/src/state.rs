@@ -35,6 +35,9 @@ pub struct AppState {
     /// The runtimes of the connections' readers, which store and answer sends
     /// apart from the connections' runtime (`ws/answers.rs`).
     pub readers: crate::ws::answers::Lanes,
+    /// With `--delivery-priority low`, the runtime of the listener, HTTP and
+    /// the sockets' events (`front.rs`); `None` otherwise.
+    pub front: Option<crate::front::Front>,
     /// Acks of every connection, waiting to be stored together.
     pub acks: crate::acks::AckBuffer,
     /// The hot paths' metric handles.

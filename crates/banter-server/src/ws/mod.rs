@@ -16,6 +16,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use banter_proto::ErrorCode;
+use futures_util::future::Either;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -49,6 +50,15 @@ pub async fn upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tasks = state.tasks.clone();
-            tasks.track_future(connection::run(state, socket))
+            let delivery = state.front.as_ref().map(|f| f.delivery().clone());
+            let session = tasks.track_future(connection::run(state, socket));
+            match delivery {
+                None => Either::Left(session),
+                // With a front runtime, the connection runs where delivery runs (`front.rs`).
+                Some(runtime) => {
+                    drop(runtime.spawn(session));
+                    Either::Right(std::future::ready(()))
+                }
+            }
         })
 }

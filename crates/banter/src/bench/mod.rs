@@ -98,8 +98,9 @@ pub struct BenchArgs {
     /// and history).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// Direct and group scenarios: first send the same load through a plain in-process
-    /// WebSocket relay, and report this run's throughput as a ratio of the relay's.
+    /// Direct and group scenarios: first send the same load through a plain WebSocket relay
+    /// (in this process for direct, a process of its own for group), and report this run's
+    /// throughput as a ratio of the relay's.
     #[arg(long)]
     pub baseline_relay: bool,
     /// With --spawn: the server's SQLite durability (`full` or `normal`).
@@ -121,7 +122,7 @@ pub struct BenchArgs {
     /// Run as a worker process of the connections scenario (started by the bench itself).
     #[arg(long, hide = true, requires = "url")]
     pub worker: bool,
-    /// Internal: serve the group scenario's plain relay until killed (see `relay::serve_process`).
+    /// Run as the group scenario's relay process (started by the bench itself).
     #[arg(long, hide = true)]
     pub relay_serve: bool,
     /// Store scenario: active conversations.

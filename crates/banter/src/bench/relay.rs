@@ -169,13 +169,16 @@ pub async fn run_group(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     let (groups, members) = (args.groups, args.members.max(2));
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["bench", "--relay-serve"])
+        // The relay ends when this input closes: with this process, however it ends.
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("relay process has no stdout"))?;
-    let line = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout))
-        .next_line()
-        .await?
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(RELAY_START, lines.next_line())
+        .await
+        .map_err(|_| anyhow::anyhow!("relay process did not listen within {RELAY_START:?}"))??
         .ok_or_else(|| anyhow::anyhow!("relay process exited before listening"))?;
     let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
     eprintln!("relay baseline: {groups} groups of {members} through a plain WebSocket relay");
@@ -184,9 +187,12 @@ pub async fn run_group(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     result
 }
 
+/// How long the relay process may take to say where it listens.
+const RELAY_START: Duration = Duration::from_secs(10);
+
 /// The relay process of [`run_group`] (`banter bench --relay-serve`): its
 /// senders' connections on a runtime of one thread, the rest on the
-/// process's runtime; prints its URL, then serves until killed.
+/// process's runtime; prints its URL, then serves until its input closes.
 pub async fn serve_process() -> anyhow::Result<()> {
     // One socket per member: as many as the process may open.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -197,11 +203,16 @@ pub async fn serve_process() -> anyhow::Result<()> {
         .build()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("relay listening on ws://{}/", listener.local_addr()?);
-    serve(listener, Some(sending.handle().clone())).await;
+    let (mut input, mut discard) = (tokio::io::stdin(), tokio::io::sink());
+    tokio::select! {
+        () = serve(listener, Some(sending.handle().clone())) => {}
+        _ = tokio::io::copy(&mut input, &mut discard) => {}
+    }
     sending.shutdown_background();
     Ok(())
 }
 
+/// The group load through the relay at `url`: the senders on a thread of their own, as in [`super::group`].
 async fn run_group_through(args: &BenchArgs, url: &str, groups: usize, members: usize) -> anyhow::Result<RelayResult> {
     let mut senders =
         super::group::SenderThread::connect(url.to_owned(), (0..groups).map(|g| format!("{g}:s")).collect())?;
@@ -294,14 +305,26 @@ async fn tally(
 /// when it has grown.
 type Room = Arc<Mutex<Vec<mpsc::Sender<Utf8Bytes>>>>;
 
+/// Every pair's or group's room, by its index.
 type Rooms = Arc<Mutex<HashMap<usize, Room>>>;
 
 /// Accepts relay connections until aborted; aborting it also ends every
-/// connection. With `sending`, senders' connections run on that runtime.
+/// connection. With `sending`, the relay serves groups (see the module
+/// notes): senders' connections run on that runtime, and each sender's
+/// frames are fanned out by a task of this one.
 async fn serve(listener: TcpListener, sending: Option<tokio::runtime::Handle>) {
     let rooms: Rooms = Arc::default();
     let mut connections = JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, say: the clients that could not connect fail the run.
+            Err(e) => {
+                eprintln!("relay: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         connections.spawn(connection(stream, Arc::clone(&rooms), sending.clone()));
         // Reap finished connections so the set does not grow without bound.
@@ -332,9 +355,14 @@ async fn connection(stream: TcpStream, rooms: Rooms, sending: Option<tokio::runt
         return deliver(ws, rx).await;
     }
     match sending {
-        // Ends with the runtime, like the connections of `serve`.
-        Some(lane) => drop(lane.spawn(forward(ws, room))),
-        None => forward(ws, room).await?,
+        Some(lane) => {
+            // The fan-out runs here, so the sender's thread only reads and answers.
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(fan_out(rx, room));
+            // Ends with the runtime, like the connections of `serve`.
+            drop(lane.spawn(forward(ws, Forward::AnswerFirst(tx))));
+        }
+        None => forward(ws, Forward::ToPair(room)).await?,
     }
     Ok(())
 }
@@ -346,35 +374,38 @@ fn parse_hello(text: &str) -> Option<(usize, bool)> {
     Some((pair.parse().ok()?, role == "s"))
 }
 
-/// Forwards a sender's text frames to its room's receivers and answers each
-/// with `sent`: after forwarding to a pair's one receiver, before fanning
-/// out to a group's (see the module notes).
-async fn forward<S>(mut ws: WebSocketStream<S>, room: Room) -> anyhow::Result<()>
+/// Where a sender's frames go, and when it hears `sent`.
+enum Forward {
+    /// To its pair's one receiver, then `sent` (the direct relay).
+    ToPair(Room),
+    /// `sent` first, then to its group's fan-out task (the group relay).
+    AnswerFirst(mpsc::Sender<Utf8Bytes>),
+}
+
+/// Forwards a sender's text frames and answers each with `sent`.
+async fn forward<S>(mut ws: WebSocketStream<S>, to: Forward) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut to: Vec<mpsc::Sender<Utf8Bytes>> = Vec::new();
+    let mut receiver: Option<mpsc::Sender<Utf8Bytes>> = None;
     let mut next = ws.next().await;
     loop {
         match next {
-            Some(Ok(Message::Text(t))) => {
-                {
-                    let now = room.lock().unwrap_or_else(PoisonError::into_inner);
-                    if now.len() != to.len() {
-                        to.clone_from(&now);
+            Some(Ok(Message::Text(t))) => match &to {
+                Forward::ToPair(room) => {
+                    if receiver.is_none() {
+                        receiver = room.lock().unwrap_or_else(PoisonError::into_inner).first().cloned();
                     }
-                }
-                if let [one] = &to[..] {
-                    one.send(t).await?;
+                    let r =
+                        receiver.as_ref().ok_or_else(|| anyhow::anyhow!("a pair's sender came before its receiver"))?;
+                    r.send(t).await?;
                     ws.feed(Message::text(SENT)).await?;
-                } else {
-                    ws.send(Message::text(SENT)).await?;
-                    for member in &to {
-                        // A receiver gone is passed over; the others still get the frame.
-                        let _ = member.send(t.clone()).await;
-                    }
                 }
-            }
+                Forward::AnswerFirst(group) => {
+                    ws.send(Message::text(SENT)).await?;
+                    group.send(t).await?;
+                }
+            },
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
             Some(Ok(_)) => {}
         }
@@ -386,6 +417,23 @@ where
                 ws.next().await
             }
         };
+    }
+}
+
+/// Hands each of a group sender's frames, in order, to every receiver in its room.
+async fn fan_out(mut frames: mpsc::Receiver<Utf8Bytes>, room: Room) {
+    let mut to: Vec<mpsc::Sender<Utf8Bytes>> = Vec::new();
+    while let Some(t) = frames.recv().await {
+        {
+            let now = room.lock().unwrap_or_else(PoisonError::into_inner);
+            if now.len() != to.len() {
+                to.clone_from(&now);
+            }
+        }
+        for member in &to {
+            // A receiver gone is passed over; the others still get the frame.
+            let _ = member.send(t.clone()).await;
+        }
     }
 }
 
