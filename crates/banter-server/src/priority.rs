@@ -13,18 +13,32 @@
 //! Linux's `SCHED_IDLE` class, so a waking thread of the send path takes a
 //! core from them at once. A send's `sent` then no longer waits behind the
 //! delivery work of other messages; delivery gets every cycle the send path
-//! leaves. The price: `SCHED_IDLE` threads also give way to every other
-//! thread of normal priority in their CPU cgroup, so on a machine where other
-//! busy processes share Banter's cgroup, delivery could be held back by
-//! them. Hence it is a choice (`--delivery-priority`), for a machine or
-//! container (or systemd service, whose cgroup is its own) that runs Banter
-//! alone; the default leaves every thread at normal priority. It is made
-//! for the embedded store, whose commits run on a thread of their own: on
-//! PostgreSQL the store's connections are tasks of the main runtime, and
-//! would yield to delivery with the rest of it.
+//! leaves. The sockets' events and HTTP move to a front runtime of normal
+//! priority ([`crate::front`]), since an idle-class runtime would otherwise
+//! be the one to notice that a send arrived.
 //!
-//! Threads inherit their class: a thread started from a delivery thread is
-//! in `SCHED_IDLE` too. The store's threads and the reader lanes' runtimes
+//! What it does not cover: a reader moves to the sending lane with the first
+//! `send` it reads, and back after two quiet seconds, so the first send of a
+//! device that sends now and then is read on the quiet lane, in the idle
+//! class, and gains nothing. A thread of the send path can wait for a lock
+//! an idle-class thread holds: the socket's write half, shared with the
+//! connection task, and the fan-out queue's, shared with its worker; each is
+//! held for one write or a few operations. On PostgreSQL the store's
+//! connections are tasks of the main runtime, so a send's commit yields to
+//! delivery with the rest of it: the flag is made for the embedded store,
+//! whose commits run on a thread of their own.
+//!
+//! The price: `SCHED_IDLE` threads also give way to every other thread of
+//! normal priority in their CPU cgroup, so where other busy processes share
+//! Banter's cgroup, delivery is held back by them; and under a load the
+//! cores cannot carry, sends are taken faster than they are delivered.
+//! Hence it is a choice (`--delivery-priority`), for a machine or container
+//! that runs Banter alone; the default leaves every thread at normal
+//! priority.
+//!
+//! Threads inherit their class, and an unprivileged thread cannot leave
+//! `SCHED_IDLE`: a thread or runtime started from a delivery thread would
+//! stay in it. The store's threads, the reader lanes and the front runtime
 //! are started from the main thread, before the first connection.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +90,7 @@ fn lower_this_thread() -> Result<(), String> {
     }
 }
 
+/// Whether the calling thread is in `SCHED_IDLE`.
 #[cfg(target_os = "linux")]
 fn in_idle_class() -> bool {
     use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
