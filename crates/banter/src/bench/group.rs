@@ -43,25 +43,11 @@ pub async fn run(base: &str, args: &BenchArgs, server_pid: Option<u32>) -> anyho
     .try_collect()
     .await?;
     senders.ready().await?;
-    let epoch = Instant::now();
-    let start = Instant::now() + super::LEAD;
-    let stop_at = start + Duration::from_secs(args.duration);
-    let drain_until = stop_at + Duration::from_secs(args.drain);
+    let plan = Plan::new(args, conversations.clone(), members)?;
+    let (epoch, start, stop_at, drain_until) = (plan.epoch, plan.start, plan.stop_at, plan.drain_until);
+    let pairs = plan.pairs.clone();
     let delivered = Arc::new(AtomicU64::new(0));
-    let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
-    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?;
     let cpu_before = server::CpuMark::now(server_pid);
-    let plan = Plan {
-        conversations: conversations.clone(),
-        pairs: pairs.clone(),
-        epoch,
-        start,
-        stop_at,
-        clock,
-        inflight: args.inflight,
-        // Closed loop only: an open-loop sender keeps its schedule.
-        pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
-    };
     let plan_pace = plan.pace;
     let sent = senders.run(plan);
     // Acks of a group that keeps no receipts may wait, as the welcome says.
@@ -105,10 +91,35 @@ pub(super) struct Plan {
     pub(super) epoch: Instant,
     pub(super) start: Instant,
     pub(super) stop_at: Instant,
+    /// How long receivers wait for what is still on its way after `stop_at`.
+    pub(super) drain_until: Instant,
     /// Open loop: the clock that wakes each group's sender.
     pub(super) clock: Option<Clock>,
     pub(super) inflight: usize,
     pub(super) pace: Option<Pace>,
+}
+
+impl Plan {
+    /// The plan of a run of `args` over `conversations`, groups of `members`,
+    /// sending from [`super::LEAD`] from now; each group's [`Pair`] is new.
+    pub(super) fn new(args: &BenchArgs, conversations: Vec<String>, members: usize) -> anyhow::Result<Plan> {
+        let groups = conversations.len();
+        let epoch = Instant::now();
+        let start = Instant::now() + super::LEAD;
+        let stop_at = start + Duration::from_secs(args.duration);
+        Ok(Plan {
+            conversations,
+            pairs: (0..groups).map(|_| Arc::default()).collect(),
+            epoch,
+            start,
+            stop_at,
+            drain_until: stop_at + Duration::from_secs(args.drain),
+            clock: args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?,
+            inflight: args.inflight,
+            // Closed loop only: an open-loop sender keeps its schedule.
+            pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
+        })
+    }
 }
 
 /// The senders, on a thread and runtime of their own: sharing a runtime with

@@ -34,7 +34,7 @@
 //! waits for no ack achieves.
 
 use super::clock::{Clock, Schedule};
-use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pace, Pair, SenderStats};
+use super::direct::{connect, idle_timer, micros, next_or_idle, send, Pair, SenderStats};
 use super::progress::Progress;
 use super::report::{distribution, histogram, Latencies, Percentiles, Samples, Second};
 use super::BenchArgs;
@@ -223,25 +223,13 @@ async fn run_group_through(args: &BenchArgs, url: &str, groups: usize, members: 
         }
     }
     senders.ready().await?;
-    let epoch = Instant::now();
-    let start = Instant::now() + super::LEAD;
-    let stop_at = start + Duration::from_secs(args.duration);
-    let drain_until = stop_at + Duration::from_secs(args.drain);
+    // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
+    let conversations = (0..groups).map(|g| format!("{}", 300_000_000_000_000_000 + g as u64)).collect();
+    let plan = super::group::Plan::new(args, conversations, members)?;
+    let (epoch, start, stop_at, drain_until) = (plan.epoch, plan.start, plan.stop_at, plan.drain_until);
+    let pairs = plan.pairs.clone();
     let delivered = Arc::new(AtomicU64::new(0));
-    let pairs: Vec<Arc<Pair>> = (0..groups).map(|_| Arc::default()).collect();
-    let clock = args.rate.map(|r| Clock::start(Schedule::new(start, stop_at, r, groups))).transpose()?;
     let latencies = Latencies::new(start);
-    let plan = super::group::Plan {
-        // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
-        conversations: (0..groups).map(|g| format!("{}", 300_000_000_000_000_000 + g as u64)).collect(),
-        pairs: pairs.clone(),
-        epoch,
-        start,
-        stop_at,
-        clock,
-        inflight: args.inflight,
-        pace: args.rate.is_none().then_some(Pace { receivers: members as u64 - 1, ahead: args.ahead }),
-    };
     let sent = senders.run(plan);
     let recv_tasks: Vec<_> = sockets
         .into_iter()
