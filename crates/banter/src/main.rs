@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         }
         // The main runtime runs every connection task: it delivers.
         Command::Serve(args) => {
-            let priority = args.delivery_priority.into();
+            let priority = args.delivery_priority;
             builder.on_thread_start(move || banter_server::priority::enter_delivery_thread(priority));
         }
         Command::Client(_) => {}

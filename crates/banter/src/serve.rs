@@ -8,6 +8,7 @@ use banter_server::Config;
 use banter_store::postgres::PgStore;
 use banter_store::sqlite::{SqliteStore, Synchronous};
 use banter_store::Store;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,28 +86,15 @@ pub struct ServeArgs {
     /// Serve the web client from this directory instead of the copy built into the binary.
     #[arg(long, env = "BANTER_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
-    /// `low`: the threads that deliver (connections, acks) give way to those that store and
-    /// answer sends (Linux `SCHED_IDLE`); for a machine or container that runs Banter alone.
-    #[arg(long, env = "BANTER_DELIVERY_PRIORITY", value_enum, default_value_t = Priority::Normal)]
-    pub delivery_priority: Priority,
-}
-
-/// The priority of the threads that deliver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Priority {
-    /// Every thread at normal priority.
-    Normal,
-    /// Delivery threads under `SCHED_IDLE`: a send's path takes a core from them at once.
-    Low,
-}
-
-impl From<Priority> for DeliveryPriority {
-    fn from(p: Priority) -> DeliveryPriority {
-        match p {
-            Priority::Normal => DeliveryPriority::Normal,
-            Priority::Low => DeliveryPriority::Low,
-        }
-    }
+    /// `normal` (the default) or `low`: the threads that deliver (connections, acks) give way
+    /// to those that store and answer sends (Linux `SCHED_IDLE`); for a machine or container
+    /// that runs Banter alone.
+    #[arg(long, env = "BANTER_DELIVERY_PRIORITY", default_value = "normal",
+          value_parser = PossibleValuesParser::new(["normal", "low"]).map(|p| match p.as_str() {
+              "low" => DeliveryPriority::Low,
+              _ => DeliveryPriority::Normal,
+          }))]
+    pub delivery_priority: DeliveryPriority,
 }
 
 impl ServeArgs {
@@ -137,7 +125,7 @@ impl ServeArgs {
             sync_full: matches!(self.sqlite_synchronous, SyncMode::Full),
             argon2_memory_kib: self.argon2_memory_kib,
             web_dir: self.web_dir.clone(),
-            delivery_priority: self.delivery_priority.into(),
+            delivery_priority: self.delivery_priority,
         }
     }
 }

@@ -136,8 +136,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RelayResult> {
     }
     let mut send_tasks = Vec::new();
     for (p, ws) in senders.into_iter().enumerate() {
-        // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
-        let conv = format!("{}", 300_000_000_000_000_000 + p as u64);
+        let conv = conversation(p);
         let pair = Arc::clone(&pairs[p]);
         send_tasks.push(tokio::spawn(send(
             ws,
@@ -174,13 +173,9 @@ pub async fn run_group(args: &BenchArgs) -> anyhow::Result<RelayResult> {
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("relay process has no stdout"))?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let line = tokio::time::timeout(RELAY_START, lines.next_line())
+    let url = tokio::time::timeout(RELAY_START, super::server::listening_address(&mut child))
         .await
-        .map_err(|_| anyhow::anyhow!("relay process did not listen within {RELAY_START:?}"))??
-        .ok_or_else(|| anyhow::anyhow!("relay process exited before listening"))?;
-    let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        .map_err(|_| anyhow::anyhow!("relay process did not listen within {RELAY_START:?}"))??;
     eprintln!("relay baseline: {groups} groups of {members} through a plain WebSocket relay");
     let result = run_group_through(args, &url, groups, members).await;
     let _ = child.kill().await;
@@ -212,6 +207,12 @@ pub async fn serve_process() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The conversation id the senders of pair or group `i` put in their frames: the relay
+/// ignores it, and one as long as a server's keeps the frames the same size.
+fn conversation(i: usize) -> String {
+    format!("{}", 300_000_000_000_000_000 + i as u64)
+}
+
 /// The group load through the relay at `url`: the senders on a thread of their own, as in [`super::group`].
 async fn run_group_through(args: &BenchArgs, url: &str, groups: usize, members: usize) -> anyhow::Result<RelayResult> {
     let mut senders =
@@ -223,8 +224,7 @@ async fn run_group_through(args: &BenchArgs, url: &str, groups: usize, members: 
         }
     }
     senders.ready().await?;
-    // The relay ignores the conversation; an id as long as a server's keeps the frames the same size.
-    let conversations = (0..groups).map(|g| format!("{}", 300_000_000_000_000_000 + g as u64)).collect();
+    let conversations = (0..groups).map(conversation).collect();
     let plan = super::group::Plan::new(args, conversations, members)?;
     let (epoch, start, stop_at, drain_until) = (plan.epoch, plan.start, plan.stop_at, plan.drain_until);
     let pairs = plan.pairs.clone();

@@ -40,9 +40,7 @@ impl Spawned {
             .kill_on_drop(true)
             .spawn()?;
         let pid = child.id().unwrap_or(0);
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("server exited before listening"))?;
-        let base = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        let base = listening_address(&mut child).await?;
         Ok(Spawned { child, base, pid, _dir: dir })
     }
 
@@ -51,6 +49,19 @@ impl Spawned {
         let _ = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
         let _ = self.child.wait().await;
     }
+}
+
+/// The address a spawned process of this binary listens on: the last word
+/// of the first line it prints (`banter listening on http://…`, `relay
+/// listening on ws://…`), read from its piped standard output.
+pub async fn listening_address(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no piped standard output"))?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("exited before listening ({:?})", child.try_wait()))?;
+    Ok(line.rsplit(' ').next().unwrap_or_default().to_owned())
 }
 
 /// Resident memory of a process in bytes, from /proc.
