@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// SQLite durability: `full` fsyncs every commit (default); `normal` does not.
     #[arg(long, env = "BANTER_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full)]
     pub sqlite_synchronous: SyncMode,
+    /// MiB of recent messages the embedded store keeps in memory for history and catch-up
+    /// reads (the newest messages of the conversations read lately); 0 keeps none.
+    #[arg(long, env = "BANTER_HISTORY_CACHE_MIB", default_value_t = (banter_store::sqlite::DEFAULT_HISTORY_CACHE_BYTES >> 20) as u32,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub history_cache_mib: u32,
     /// Memory cost of password hashing (argon2id), KiB.
     #[arg(long, env = "BANTER_ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..))]
     pub argon2_memory_kib: u32,
@@ -145,7 +150,8 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 async fn open_store(args: &ServeArgs, config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if args.store == "sqlite" {
         let sync = if config.sync_full { Synchronous::Full } else { Synchronous::Normal };
-        let store = SqliteStore::open(&config.data_dir, sync).context("opening the store")?;
+        let cache = (args.history_cache_mib as usize) << 20;
+        let store = SqliteStore::open_with(&config.data_dir, sync, cache).context("opening the store")?;
         return Ok(Arc::new(store));
     }
     if args.store.starts_with("postgres://") || args.store.starts_with("postgresql://") {

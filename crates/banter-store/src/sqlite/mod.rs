@@ -3,6 +3,7 @@
 
 mod pool;
 mod schema;
+mod tails;
 mod writer;
 
 use crate::*;
@@ -11,6 +12,7 @@ use pool::ReadPool;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tails::{Lookup, Tails};
 use writer::Writer;
 
 /// Kept here too for code written before the constant moved to the crate root.
@@ -31,9 +33,14 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<ReadPool>,
+    tails: Arc<Tails>,
     /// Keeps the checkpointer thread running while any clone of the store lives.
     _alive: Arc<()>,
 }
+
+/// Bytes of recent messages kept for reads unless told otherwise: the
+/// newest page of about 20,000 conversations.
+pub const DEFAULT_HISTORY_CACHE_BYTES: usize = 256 << 20;
 
 /// How often the checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -61,6 +68,12 @@ fn start_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
 impl SqliteStore {
     /// Opens (creating if needed) `banter.db` in `dir` and migrates it.
     pub fn open(dir: &Path, sync: Synchronous) -> Result<SqliteStore> {
+        SqliteStore::open_with(dir, sync, DEFAULT_HISTORY_CACHE_BYTES)
+    }
+
+    /// Opens the store with at most `history_cache_bytes` of recent messages
+    /// kept in memory for reads ([`tails`]; 0 keeps none).
+    pub fn open_with(dir: &Path, sync: Synchronous, history_cache_bytes: usize) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Unavailable(format!("data dir {}: {e}", dir.display())))?;
         let path = dir.join("banter.db");
@@ -81,10 +94,11 @@ impl SqliteStore {
         keep_plans(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
-        let (writer, _thread) = Writer::start(conn);
+        let tails = Arc::new(Tails::new(history_cache_bytes));
+        let (writer, _thread) = Writer::start(conn, Arc::clone(&tails));
         let alive = Arc::new(());
         start_checkpointer(path.clone(), Arc::downgrade(&alive));
-        Ok(SqliteStore { writer, readers: Arc::new(ReadPool::new(path)?), _alive: alive })
+        Ok(SqliteStore { writer, readers: Arc::new(ReadPool::new(path)?), tails, _alive: alive })
     }
 }
 
@@ -461,7 +475,9 @@ impl Store for SqliteStore {
                     ts: m.ts,
                     content: m.content,
                 };
-                Ok(Appended { message: Arc::new(stored), duplicate: false })
+                let message = Arc::new(stored);
+                writer::record_appended(&message);
+                Ok(Appended { message, duplicate: false })
             })
             .await
     }
@@ -472,7 +488,8 @@ impl Store for SqliteStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Vec<Arc<StoredMessage>>> {
-        self.readers.read(move |c| page(c, conversation, range, limit)).await
+        let tails = Arc::clone(&self.tails);
+        self.readers.read(move |c| cached_page(&tails, c, conversation, range, limit)).await
     }
 
     async fn history(
@@ -482,10 +499,11 @@ impl Store for SqliteStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Option<Vec<Arc<StoredMessage>>>> {
+        let tails = Arc::clone(&self.tails);
         self.readers
             .read(move |c| {
                 let member = c.prepare_cached(IS_MEMBER)?.exists(params![conversation, reader])?;
-                member.then(|| page(c, conversation, range, limit)).transpose()
+                member.then(|| cached_page(&tails, c, conversation, range, limit)).transpose()
             })
             .await
     }
@@ -593,6 +611,27 @@ fn capped_seq(c: &Connection, conversation: ConversationId, user: UserId, seq: u
     }
     let last = writer::last_seq(c, conversation)?;
     Ok(Some((seq.min(i64::MAX as u64) as i64).min(last)))
+}
+
+/// Messages of a conversation in a seq range, ascending: from the
+/// conversation's tail when it holds them ([`tails`]), else from the table.
+fn cached_page(
+    tails: &Arc<Tails>,
+    c: &Connection,
+    conversation: ConversationId,
+    range: SeqRange,
+    limit: usize,
+) -> Result<Vec<Arc<StoredMessage>>> {
+    match tails.lookup(conversation, range, limit) {
+        Lookup::Hit(page) => Ok(page),
+        Lookup::Miss(fill) => {
+            let rows = page(c, conversation, range, limit)?;
+            if let Some(fill) = fill {
+                fill.keep(&rows, limit);
+            }
+            Ok(rows)
+        }
+    }
 }
 
 /// Messages of a conversation in a seq range, ascending.

@@ -17,10 +17,12 @@
 //! a commit at most, never behind the cursor writes of ten thousand devices,
 //! while those still drain at full speed when nothing else is waiting.
 
-use crate::{ConversationId, Result, StoreError, UserId};
+use super::tails::Tails;
+use crate::{ConversationId, Result, StoreError, StoredMessage, UserId};
 use rusqlite::{params, Connection};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +49,14 @@ thread_local! {
     /// thread writes `members`, so a membership it has read stays true
     /// until it removes it itself ([`forget_member`]) or a commit fails.
     static MEMBERS: RefCell<HashSet<(ConversationId, UserId)>> = RefCell::new(HashSet::new());
+    /// Messages appended in the transaction in progress, in seq order: they
+    /// extend the cached tails once it commits ([`record_appended`]).
+    static APPENDED: RefCell<Vec<Arc<StoredMessage>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records a message appended in the transaction in progress, for the tails.
+pub(crate) fn record_appended(message: &Arc<StoredMessage>) {
+    APPENDED.with(|a| a.borrow_mut().push(Arc::clone(message)));
 }
 
 /// Most memberships [`is_member`] keeps; past it the set is emptied.
@@ -115,11 +125,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn start(conn: Connection) -> (Writer, std::thread::JoinHandle<()>) {
+    /// Starts the writer thread on `conn`; it extends `tails` after each commit.
+    pub(crate) fn start(conn: Connection, tails: Arc<Tails>) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("banter-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &tails))
             .expect("spawn the writer thread");
         (Writer { tx }, handle)
     }
@@ -226,7 +237,7 @@ fn take_waiting(rx: &mut mpsc::Receiver<Queued>, pending: &mut Pending) {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, tails: &Tails) {
     let mut pending = Pending::default();
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -255,13 +266,18 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>) {
                 let take = pending.urgent.len().min(MAX_BATCH - completions.len());
                 completions.extend(pending.urgent.drain(..take).map(|job| job(&conn)));
                 match run_cached(&conn, "COMMIT") {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        // Durable now, and nobody answered yet.
+                        APPENDED.with(|a| tails.appended(a.borrow_mut().drain(..).as_slice()));
+                        None
+                    }
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
                         // Seqs of the lost batch were never stored, nor
                         // the memberships it added.
                         LAST_SEQ.with(|m| m.borrow_mut().clear());
                         MEMBERS.with(|m| m.borrow_mut().clear());
+                        APPENDED.with(|a| a.borrow_mut().clear());
                         Some(StoreError::from(e))
                     }
                 }

@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             reads_rise_and_are_capped,
             messages_are_paged_in_both_directions,
             history_is_read_by_members_only,
+            pages_read_while_a_conversation_grows_hold_every_acknowledged_message,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -559,4 +560,64 @@ pub async fn history_is_read_by_members_only(backend: &impl Backend) {
     assert_eq!(history(ConversationId::MAX, b, SeqRange::After(0), 10).await, None);
     store.leave(group, b).await.unwrap();
     assert_eq!(history(group, b, SeqRange::After(0), 10).await, None);
+}
+
+/// Readers of the newest page, and of the pages after a seq, while messages
+/// are appended one after another: every page is consecutive, and holds
+/// every message whose append had returned before the read began. (The
+/// SQLite store answers these from the tails it keeps in memory, which
+/// commits extend while reads fill them.)
+pub async fn pages_read_while_a_conversation_grows_hold_every_acknowledged_message(backend: &impl Backend) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const START: u64 = 30;
+    const APPENDS: u64 = 300;
+    let store = backend.open().await;
+    let (a, b, _, group) = alice_bob_and_a_group(&*store, 9).await;
+    for i in 1..=START {
+        store.append(message(group, a, &format!("s{i}"), i as i64)).await.unwrap();
+    }
+    let acked = Arc::new(AtomicU64::new(START));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let (store, acked, done) = (Arc::clone(&store), Arc::clone(&acked), Arc::clone(&done));
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let floor = acked.load(Ordering::SeqCst);
+                let (range, limit) = match (reads + r) % 3 {
+                    0 | 1 => (SeqRange::Before(u64::MAX), 51),
+                    _ => (SeqRange::After(floor.saturating_sub(5)), 50),
+                };
+                let page: Vec<u64> =
+                    store.history(group, b, range, limit).await.unwrap().unwrap().iter().map(|m| m.seq).collect();
+                let last = *page.last().expect("never empty");
+                assert!(last >= floor, "{range:?}: page ends at {last}, but {floor} was acknowledged before the read");
+                assert!(page.windows(2).all(|w| w[1] == w[0] + 1), "{range:?}: a gap in {page:?}");
+                if let SeqRange::Before(_) = range {
+                    assert_eq!(page.len() as u64, last.min(51), "{range:?}: {page:?}");
+                } else {
+                    assert_eq!(page[0], floor.saturating_sub(5) + 1, "{range:?}: {page:?}");
+                }
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for i in START + 1..=START + APPENDS {
+        let appended = store.append(message(group, a, &format!("m{i}"), i as i64)).await.unwrap();
+        assert_eq!(appended.message.seq, i);
+        acked.store(i, Ordering::SeqCst);
+        if i % 16 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    let newest = store.history(group, b, SeqRange::Before(u64::MAX), 51).await.unwrap().unwrap();
+    let last = START + APPENDS;
+    assert_eq!(newest.iter().map(|m| m.seq).collect::<Vec<_>>(), (last - 50..=last).collect::<Vec<_>>());
+    assert_eq!(newest.last().unwrap().client_msg_id, format!("m{last}"));
 }

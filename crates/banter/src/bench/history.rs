@@ -44,6 +44,10 @@ pub struct Phase {
     pub latency_ms: Percentiles,
     /// Pages that held exactly the newest messages, in order.
     pub verified: u64,
+    /// Reads the server answered from its history cache, and reads it did
+    /// not (from its `/metrics`; absent when it does not say).
+    pub cache_hits: Option<u64>,
+    pub cache_misses: Option<u64>,
 }
 
 impl HistoryReport {
@@ -90,8 +94,12 @@ pub async fn run(conversations: usize, messages: u64) -> anyhow::Result<HistoryR
     let report = HistoryReport { messages, conversations, single, loaded };
     for p in [&report.single, &report.loaded] {
         let l = &p.latency_ms;
+        let cache = match (p.cache_hits, p.cache_misses) {
+            (Some(h), Some(m)) => format!("; server history cache: {h} hits, {m} misses"),
+            _ => String::new(),
+        };
         println!(
-            "history: newest {PAGE} of {conversations} conversations holding {messages} messages, {} at a time: {:.0} requests/s; p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; {} of {} pages verified",
+            "history: newest {PAGE} of {conversations} conversations holding {messages} messages, {} at a time: {:.0} requests/s; p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms; {} of {} pages verified{cache}",
             p.concurrency, p.requests_per_s, l.p50, l.p99, l.p999, p.verified, p.requests
         );
     }
@@ -123,6 +131,7 @@ impl Reader {
     /// Makes `requests` requests, `concurrency` at a time, over conversations
     /// picked from request number `first` on.
     async fn phase(&self, requests: u64, concurrency: usize, first: u64) -> anyhow::Result<Phase> {
+        let cache_before = self.cache_lookups().await;
         let started = Instant::now();
         let results: Vec<anyhow::Result<(u64, bool)>> =
             stream::iter(first..first + requests).map(|i| self.page(i)).buffer_unordered(concurrency).collect().await;
@@ -134,13 +143,31 @@ impl Reader {
             h.record(micros.max(1))?;
             verified += u64::from(intact);
         }
+        let cache = match (cache_before, self.cache_lookups().await) {
+            (Some((h0, m0)), Some((h1, m1))) => (Some(h1 - h0), Some(m1 - m0)),
+            _ => (None, None),
+        };
         Ok(Phase {
             concurrency,
             requests,
             requests_per_s: requests as f64 / seconds,
             latency_ms: Percentiles::of(&h),
             verified,
+            cache_hits: cache.0,
+            cache_misses: cache.1,
         })
+    }
+
+    /// The server's history cache lookups so far: (hits, misses).
+    async fn cache_lookups(&self) -> Option<(u64, u64)> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        let count = |outcome: &str| {
+            let prefix = format!("history_cache_lookups_total{{outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map_or(Some(0.0), |v| v.trim().parse::<f64>().ok())
+        };
+        Some((count("hit")? as u64, count("miss")? as u64))
     }
 
     /// The newest page of the `i`-th pick: its latency in µs and whether it was intact.
