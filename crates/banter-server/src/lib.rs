@@ -130,6 +130,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::describe_gauge!("cluster_nodes", "Nodes this node hears from, itself included, in cluster mode");
     metrics::describe_histogram!("store_commit_batch_size", "Jobs per store commit");
     metrics::describe_histogram!("store_commit_latency_ms", "Duration of one store commit, ms");
+    metrics::describe_counter!(
+        "history_cache_lookups_total",
+        "Pages of messages read by the embedded store, by outcome: hit (from the recent messages in memory) or miss"
+    );
     metrics::gauge!("websocket_connections").set(0.0);
     metrics::counter!("messages_sent_total").absolute(0);
     metrics::counter!("messages_delivered_total").absolute(0);

@@ -74,3 +74,20 @@ async fn appends_are_stored_before_acks_queued_ahead_of_them() {
     assert_eq!(stored.load(Ordering::SeqCst), JOBS);
     assert!(before < JOBS / 2, "{before} of {JOBS} cursor writes queued ahead were stored before the append");
 }
+
+/// The store with room for little more than one tail of recent messages per
+/// part of its cache, so that
+/// reads keep evicting and filling them again while a conversation grows
+/// (a tail of this test's 51 newest messages fits; one of 64 does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_stay_whole_when_the_history_cache_keeps_evicting() {
+    struct Tiny(Sqlite);
+    impl Backend for Tiny {
+        async fn open(&self) -> Arc<dyn Store> {
+            let store = SqliteStore::open_with(self.0.dir.path(), Synchronous::Full, 16 * 9 * 1024)
+                .expect("open the SQLite store");
+            Arc::new(store)
+        }
+    }
+    conformance::pages_read_while_a_conversation_grows_hold_every_acknowledged_message(&Tiny(Sqlite::new())).await;
+}

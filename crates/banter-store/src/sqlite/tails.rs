@@ -5,24 +5,30 @@
 //! newest 50 messages of a conversation sit on up to 50 different pages,
 //! and a page of history costs as many B-tree descents. The page a client
 //! asks for first, and again and again, is that newest one. So the store
-//! keeps the tail of each conversation read lately: filled by the read that
-//! missed, extended by the writer after each commit, and bounded in bytes,
-//! least recently read first out.
+//! keeps the tail of each conversation read lately: filled by the read of
+//! its newest page that missed, extended by the writer after each commit,
+//! at most [`TAIL_LEN`] messages long, and bounded in bytes over all
+//! conversations, least recently read first out.
 //!
-//! A tail always ends at the newest committed message, with no gap, so a
-//! page served from it is the page the table would give:
+//! A tail is consecutive seqs ending at the newest message whose append has
+//! returned, so a page served from it holds every message acknowledged
+//! before the read began, as the table's page would:
 //!
-//! - The writer extends tails only after its commit succeeded
-//!   ([`Tails::appended`]), before it answers anyone, in seq order.
-//! - A read that misses marks the conversation as being filled *before* it
-//!   starts its read ([`Tails::lookup`]); a commit to that conversation in
-//!   between marks the fill stale, and the rows read are then not kept
-//!   ([`Tails::fill`]). So a tail never misses a message committed while it
-//!   was being read.
+//! - The writer extends tails after its commit succeeded and before it
+//!   answers anyone ([`Tails::appended`]), in seq order. (Between the two, a
+//!   read of the table may already see a message that a tail does not yet
+//!   hold; nobody has been told of it.)
+//! - A read that misses the newest page marks the conversation as being
+//!   filled *before* it starts its read ([`Tails::lookup`]); commits to that
+//!   conversation meanwhile record their seqs in the mark, and the rows read
+//!   are kept only if they reach the highest of them ([`Fill::keep`]). So a
+//!   tail never misses a message committed while it was being read.
 //! - A message that does not follow the tail's last one drops the tail.
 //!
-//! Only the SQLite store has tails: its single writer sees every commit. In
-//! a cluster, every node writes to PostgreSQL, so no node could keep one.
+//! Messages are never changed or deleted once stored, so a message held is
+//! never out of date. Only the SQLite store has tails: its single writer
+//! sees every commit. In a cluster, every node writes to PostgreSQL, so no
+//! node could keep one.
 
 use crate::{ConversationId, SeqRange, StoredMessage};
 use hashlink::LruCache;
@@ -35,6 +41,12 @@ use std::sync::{Arc, Mutex};
 pub const TAIL_LEN: usize = 64;
 /// Independent parts of the cache, each under its own lock.
 const SHARDS: usize = 16;
+/// Memory a tail holds besides its messages: its entry in the map and the
+/// order of use, and its ring of message slots, allocated whole.
+const ENTRY_COST: usize = std::mem::size_of::<Entry>()
+    + std::mem::size_of::<ConversationId>()
+    + 4 * std::mem::size_of::<usize>()
+    + (TAIL_LEN + 1) * std::mem::size_of::<Arc<StoredMessage>>();
 
 /// The tails of recently read conversations (see the module notes).
 #[derive(Debug)]
@@ -50,7 +62,7 @@ pub struct Tails {
 pub enum Lookup {
     /// The page, ascending.
     Hit(Vec<Arc<StoredMessage>>),
-    /// Read the table; with a ticket, give the rows read to [`Tails::fill`].
+    /// Read the table; with a ticket, give the rows read to [`Fill::keep`].
     Miss(Option<Fill>),
 }
 
@@ -62,7 +74,7 @@ pub struct Fill {
     tails: Arc<Tails>,
     conversation: ConversationId,
     id: u64,
-    kept: bool,
+    done: bool,
 }
 
 #[derive(Debug)]
@@ -73,10 +85,11 @@ struct Shard {
 
 #[derive(Debug)]
 enum Entry {
-    /// A read is filling it; `stale` once a commit touched the conversation meanwhile.
+    /// A read is filling it; `appended` is the highest seq committed to the
+    /// conversation since (0: none).
     Filling {
         id: u64,
-        stale: bool,
+        appended: u64,
     },
     Ready(Tail),
 }
@@ -85,6 +98,7 @@ enum Entry {
 struct Tail {
     /// Consecutive seqs, ending at the conversation's newest.
     messages: VecDeque<Arc<StoredMessage>>,
+    /// Memory held, [`ENTRY_COST`] included.
     bytes: usize,
 }
 
@@ -123,25 +137,25 @@ impl Tail {
 impl Fill {
     /// Keeps `rows`, the newest page of the conversation read after the
     /// lookup that gave this ticket (ascending, asked for with `limit`), as
-    /// its tail; unless a commit touched the conversation meanwhile.
+    /// its tail; unless a commit the read did not see touched the
+    /// conversation meanwhile.
     pub fn keep(mut self, rows: &[Arc<StoredMessage>], limit: usize) {
-        self.kept = true;
         self.tails.keep(&self, rows, limit);
+        self.done = true;
     }
 }
 
 impl Drop for Fill {
     fn drop(&mut self) {
-        if !self.kept {
+        if !self.done {
             self.tails.abandon(self);
         }
     }
 }
 
-/// Memory a message holds in a tail.
+/// Memory a message holds in a tail: itself, its two counters and its strings.
 fn cost(m: &StoredMessage) -> usize {
-    // The message itself, its two counters, its slot and its two strings.
-    std::mem::size_of::<StoredMessage>() + 16 + 8 + m.content.len() + m.client_msg_id.len()
+    std::mem::size_of::<StoredMessage>() + 16 + m.content.len() + m.client_msg_id.len()
 }
 
 impl Tails {
@@ -151,59 +165,72 @@ impl Tails {
         Tails { shards, shard_bytes: max_bytes / SHARDS, next_fill: AtomicU64::new(1) }
     }
 
+    /// Whether any tail may be kept.
+    pub fn enabled(&self) -> bool {
+        self.shard_bytes > 0
+    }
+
     fn shard(&self, conversation: ConversationId) -> std::sync::MutexGuard<'_, Shard> {
         let i = (conversation as u64 % SHARDS as u64) as usize;
         // A panic while holding a shard leaves nothing half-done that a reader could see.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The page `range` asks for, from the tail; a miss on the newest page
-    /// of a conversation not yet kept comes with a [`Fill`].
+    /// The page `range` asks for, from the tail. A miss on the newest page,
+    /// of a conversation without a tail or with one too short for it, comes
+    /// with a [`Fill`].
     pub fn lookup(self: &Arc<Self>, conversation: ConversationId, range: SeqRange, limit: usize) -> Lookup {
-        if self.shard_bytes == 0 {
-            return Lookup::Miss(None);
-        }
-        let mut shard = self.shard(conversation);
-        let newest = matches!(range, SeqRange::Before(u64::MAX));
-        let outcome = match shard.entries.get(&conversation) {
-            Some(Entry::Ready(tail)) => match tail.page(range, limit) {
-                Some(page) => Lookup::Hit(page),
-                None => Lookup::Miss(None),
-            },
-            Some(Entry::Filling { .. }) => Lookup::Miss(None),
-            None if newest && limit <= TAIL_LEN => {
-                let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
-                shard.entries.insert(conversation, Entry::Filling { id, stale: false });
-                Lookup::Miss(Some(Fill { tails: Arc::clone(self), conversation, id, kept: false }))
-            }
-            None => Lookup::Miss(None),
-        };
-        drop(shard);
+        let outcome = self.find(conversation, range, limit);
         let hit = matches!(outcome, Lookup::Hit(_));
         metrics::counter!("history_cache_lookups_total", "outcome" => if hit { "hit" } else { "miss" }).increment(1);
         outcome
     }
 
-    /// Keeps `rows`, the newest page read for `fill` (ascending, asked for
-    /// with `limit`), as the conversation's tail, unless a commit touched the
-    /// conversation meanwhile.
+    fn find(self: &Arc<Self>, conversation: ConversationId, range: SeqRange, limit: usize) -> Lookup {
+        if self.shard_bytes == 0 {
+            return Lookup::Miss(None);
+        }
+        let mut shard = self.shard(conversation);
+        match shard.entries.get(&conversation) {
+            Some(Entry::Ready(tail)) => {
+                if let Some(page) = tail.page(range, limit) {
+                    return Lookup::Hit(page);
+                }
+            }
+            Some(Entry::Filling { .. }) => return Lookup::Miss(None),
+            None => {}
+        }
+        // Only the newest page fills a tail, and only a page that fits in one.
+        if range != SeqRange::Before(u64::MAX) || !(1..=TAIL_LEN).contains(&limit) {
+            return Lookup::Miss(None);
+        }
+        let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        if let Some(Entry::Ready(short)) = shard.entries.insert(conversation, Entry::Filling { id, appended: 0 }) {
+            shard.bytes -= short.bytes;
+        }
+        Lookup::Miss(Some(Fill { tails: Arc::clone(self), conversation, id, done: false }))
+    }
+
+    /// Keeps `rows` for `fill` (see [`Fill::keep`]).
     fn keep(&self, fill: &Fill, rows: &[Arc<StoredMessage>], limit: usize) {
         let mut shard = self.shard(fill.conversation);
-        match shard.entries.get(&fill.conversation) {
-            Some(Entry::Filling { id, stale: false }) if *id == fill.id => {}
-            Some(Entry::Filling { id, .. }) if *id == fill.id => {
-                shard.entries.remove(&fill.conversation);
-                return;
-            }
-            _ => return,
+        let Some(Entry::Filling { id, appended }) = shard.entries.peek(&fill.conversation) else { return };
+        if *id != fill.id {
+            return;
         }
-        // Fewer rows than asked for: the page reaches the first message, and
-        // the tail holds the whole conversation.
-        debug_assert!(rows.len() <= limit);
-        let keep = &rows[rows.len().saturating_sub(TAIL_LEN)..];
-        let tail = Tail { messages: keep.iter().cloned().collect(), bytes: keep.iter().map(|m| cost(m)).sum() };
-        shard.bytes += tail.bytes;
-        shard.entries.insert(fill.conversation, Entry::Ready(tail));
+        let newest = rows.last().map_or(0, |m| m.seq);
+        // A page shorter than asked for must reach the first message.
+        let whole = rows.len() == limit || rows.first().is_none_or(|m| m.seq == 1);
+        if newest < *appended || rows.len() > limit || !whole {
+            shard.entries.remove(&fill.conversation);
+            return;
+        }
+        let kept = &rows[rows.len().saturating_sub(TAIL_LEN)..];
+        let mut messages = VecDeque::with_capacity(TAIL_LEN + 1);
+        messages.extend(kept.iter().cloned());
+        let bytes = ENTRY_COST + kept.iter().map(|m| cost(m)).sum::<usize>();
+        shard.bytes += bytes;
+        shard.entries.insert(fill.conversation, Entry::Ready(Tail { messages, bytes }));
         self.evict(&mut shard);
     }
 
@@ -226,7 +253,7 @@ impl Tails {
             // `peek_mut`: a write is not a read, and does not make a tail recent.
             let Some(entry) = shard.entries.peek_mut(&m.conversation_id) else { continue };
             match entry {
-                Entry::Filling { stale, .. } => *stale = true,
+                Entry::Filling { appended, .. } => *appended = (*appended).max(m.seq),
                 Entry::Ready(tail) => {
                     let last = tail.messages.back().map_or(0, |l| l.seq);
                     if m.seq <= last {
@@ -259,6 +286,7 @@ impl Tails {
         while shard.bytes > self.shard_bytes {
             match shard.entries.remove_lru() {
                 Some((_, Entry::Ready(tail))) => shard.bytes -= tail.bytes,
+                // A fill in progress holds nothing; it will find itself gone.
                 Some((_, Entry::Filling { .. })) => {}
                 None => break,
             }
@@ -357,15 +385,55 @@ mod tests {
         let rows: Vec<_> = (1..=10).map(|s| message(1, s)).collect();
         fill.keep(&rows, 51);
         assert!(hit(&tails, SeqRange::Before(u64::MAX), 51).is_none());
-        // The next read fills it again.
-        filled(&tails, 11, 51);
-        assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 2), Some(vec![10, 11]));
+        // The next read fills it again; a commit its read saw does not stop it.
+        let Lookup::Miss(Some(fill)) = tails.lookup(1, SeqRange::Before(u64::MAX), 51) else { panic!() };
+        let rows: Vec<_> = (1..=12).map(|s| message(1, s)).collect();
+        tails.appended(&[message(1, 12)]);
+        fill.keep(&rows, 51);
+        assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 2), Some(vec![11, 12]));
+    }
+
+    #[test]
+    fn a_tail_too_short_for_the_newest_page_is_filled_again() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        filled(&tails, 100, 3);
+        assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 3), Some(vec![98, 99, 100]));
+        filled(&tails, 100, 51);
+        assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 51), Some((50..=100).collect()));
+        audit(&tails);
+    }
+
+    #[test]
+    fn only_a_newest_page_that_fits_gets_a_ticket() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        for (range, limit) in [
+            (SeqRange::Before(u64::MAX), 0),
+            (SeqRange::Before(u64::MAX), TAIL_LEN + 1),
+            (SeqRange::Before(10), 5),
+            (SeqRange::After(0), 5),
+        ] {
+            assert!(matches!(tails.lookup(1, range, limit), Lookup::Miss(None)), "{range:?} {limit}");
+        }
+    }
+
+    #[test]
+    fn an_old_ticket_keeps_nothing_once_its_mark_is_gone() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        let Lookup::Miss(Some(old)) = tails.lookup(1, SeqRange::Before(u64::MAX), 51) else { panic!() };
+        // Its mark goes (as when evicted), and a newer read marks the conversation.
+        tails.abandon(&old);
+        let Lookup::Miss(Some(new)) = tails.lookup(1, SeqRange::Before(u64::MAX), 51) else { panic!() };
+        tails.appended(&[message(1, 6)]);
+        old.keep(&(1..=5).map(|s| message(1, s)).collect::<Vec<_>>(), 51);
+        assert!(hit(&tails, SeqRange::Before(u64::MAX), 51).is_none());
+        new.keep(&(1..=6).map(|s| message(1, s)).collect::<Vec<_>>(), 51);
+        assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 51), Some((1..=6).collect()));
     }
 
     #[test]
     fn the_least_recently_read_tail_goes_first_when_full() {
         // Room for about two tails of 51 (each shard has a sixteenth).
-        let one = 51 * cost(&message(1, 1));
+        let one = ENTRY_COST + 51 * cost(&message(1, 1));
         let tails = Arc::new(Tails::new(SHARDS * (2 * one + one / 2)));
         // Conversations 1, 17 and 33 share a shard.
         for c in [1, 17] {
@@ -390,6 +458,125 @@ mod tests {
         drop(fill);
         filled(&tails, 3, 51);
         assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 51), Some(vec![1, 2, 3]));
+    }
+
+    /// Checks what every shard holds: consecutive tails within [`TAIL_LEN`],
+    /// bytes that add up, and no shard over its share.
+    fn audit(tails: &Tails) {
+        for shard in &tails.shards {
+            let shard = shard.lock().unwrap();
+            let mut sum = 0;
+            for (_, entry) in shard.entries.iter() {
+                if let Entry::Ready(tail) = entry {
+                    assert!(tail.messages.len() <= TAIL_LEN);
+                    assert!(tail.messages.iter().zip(tail.messages.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1));
+                    assert_eq!(tail.bytes, ENTRY_COST + tail.messages.iter().map(|m| cost(m)).sum::<usize>());
+                    sum += tail.bytes;
+                }
+            }
+            assert_eq!(shard.bytes, sum);
+            assert!(shard.bytes <= tails.shard_bytes);
+        }
+    }
+
+    /// A small deterministic generator, so a failure can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// The table's page of a conversation whose messages are 1..=last.
+    fn table_page(last: u64, range: SeqRange, limit: usize) -> Vec<u64> {
+        let all = 1..=last;
+        match range {
+            SeqRange::Before(b) => {
+                let below: Vec<u64> = all.filter(|s| *s < b).collect();
+                below[below.len().saturating_sub(limit)..].to_vec()
+            }
+            SeqRange::After(a) => all.filter(|s| *s > a).take(limit).collect(),
+        }
+    }
+
+    /// Random commits, reads, fills that read and keep at any moment, fills
+    /// abandoned, and a budget of a few tails per shard: every hit is the
+    /// table's page as of some moment between the last commit extended into
+    /// the tails and the last commit made, and the books always balance.
+    #[test]
+    fn random_interleavings_serve_only_the_tables_pages() {
+        const CONVERSATIONS: [ConversationId; 5] = [1, 17, 33, 2, 18];
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let budget = SHARDS * (2 * ENTRY_COST + 90 * cost(&message(1, 1)));
+            let tails = Arc::new(Tails::new(budget));
+            // Per conversation: last committed, last extended into the tails.
+            let mut committed = [0u64; 5];
+            let mut extended = [0u64; 5];
+            let mut fills: Vec<(Fill, usize, usize, Option<Vec<Arc<StoredMessage>>>)> = Vec::new();
+            let (mut hits, mut kept) = (0, 0);
+            for _ in 0..4_000 {
+                let c = rng.below(5) as usize;
+                let conversation = CONVERSATIONS[c];
+                match rng.below(10) {
+                    // A commit (its tails extended later, as the writer does).
+                    0 | 1 => committed[c] += 1 + rng.below(3),
+                    2 => {
+                        let batch: Vec<_> =
+                            (extended[c] + 1..=committed[c]).map(|s| message(conversation, s)).collect();
+                        tails.appended(&batch);
+                        extended[c] = committed[c];
+                    }
+                    3..=5 => {
+                        let limit = [0, 1, 5, 51, 51, 64, 65][rng.below(7) as usize];
+                        let range = match rng.below(4) {
+                            0 | 1 => SeqRange::Before(u64::MAX),
+                            2 => SeqRange::Before(rng.below(committed[c] + 3)),
+                            _ => SeqRange::After(rng.below(committed[c] + 3)),
+                        };
+                        match tails.lookup(conversation, range, limit) {
+                            Lookup::Hit(page) => {
+                                let got = seqs(&page);
+                                assert!(
+                                    (extended[c]..=committed[c]).any(|last| table_page(last, range, limit) == got),
+                                    "seed {seed}: {range:?} limit {limit} of {conversation} gave {got:?}; \
+                                     extended {}, committed {}",
+                                    extended[c],
+                                    committed[c]
+                                );
+                                hits += 1;
+                            }
+                            Lookup::Miss(Some(fill)) => fills.push((fill, c, limit, None)),
+                            Lookup::Miss(None) => {}
+                        }
+                    }
+                    // A fill's read of the table, then later its keep, or its failure.
+                    6 | 7 if !fills.is_empty() => {
+                        let i = rng.below(fills.len() as u64) as usize;
+                        let (_, fc, limit, read) = &mut fills[i];
+                        if read.is_none() {
+                            let conversation = CONVERSATIONS[*fc];
+                            let page = table_page(committed[*fc], SeqRange::Before(u64::MAX), *limit);
+                            *read = Some(page.into_iter().map(|s| message(conversation, s)).collect());
+                        } else {
+                            let (fill, _, limit, read) = fills.swap_remove(i);
+                            fill.keep(&read.expect("read"), limit);
+                            kept += 1;
+                        }
+                    }
+                    8 if !fills.is_empty() => drop(fills.swap_remove(rng.below(fills.len() as u64) as usize)),
+                    _ => {}
+                }
+                audit(&tails);
+            }
+            assert!(
+                hits > 100 && kept > 50,
+                "seed {seed}: {hits} hits, {kept} fills kept: the test exercised too little"
+            );
+        }
     }
 
     #[test]

@@ -52,11 +52,15 @@ thread_local! {
     /// Messages appended in the transaction in progress, in seq order: they
     /// extend the cached tails once it commits ([`record_appended`]).
     static APPENDED: RefCell<Vec<Arc<StoredMessage>>> = const { RefCell::new(Vec::new()) };
+    /// Whether the store keeps tails at all (else nothing is recorded).
+    static KEEP_APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Records a message appended in the transaction in progress, for the tails.
 pub(crate) fn record_appended(message: &Arc<StoredMessage>) {
-    APPENDED.with(|a| a.borrow_mut().push(Arc::clone(message)));
+    if KEEP_APPENDED.get() {
+        APPENDED.with(|a| a.borrow_mut().push(Arc::clone(message)));
+    }
 }
 
 /// Most memberships [`is_member`] keeps; past it the set is emptied.
@@ -124,13 +128,15 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
     /// Starts the writer thread on `conn`; it extends `tails` after each commit.
     pub(crate) fn start(conn: Connection, tails: Arc<Tails>) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("banter-sqlite-writer".into())
-            .spawn(move || run(conn, rx, &tails))
+            .spawn(move || {
+                KEEP_APPENDED.set(tails.enabled());
+                run(conn, rx, &tails)
+            })
             .expect("spawn the writer thread");
         (Writer { tx }, handle)
     }
@@ -189,9 +195,12 @@ impl Writer {
 /// Runs `f` so that its writes vanish if it fails, without touching the rest of the batch.
 pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     run_cached(conn, "SAVEPOINT job")?;
+    let appended = APPENDED.with(|a| a.borrow().len());
     let outcome = f(conn);
     if outcome.is_err() {
         run_cached(conn, "ROLLBACK TO job")?;
+        // What it appended is undone too.
+        APPENDED.with(|a| a.borrow_mut().truncate(appended));
     }
     run_cached(conn, "RELEASE job")?;
     outcome
