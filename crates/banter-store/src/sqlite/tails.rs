@@ -502,6 +502,9 @@ mod tests {
         }
     }
 
+    /// A fill in flight: its ticket, conversation index, limit, and the rows its read saw.
+    type PendingFill = (Fill, usize, usize, Option<Vec<Arc<StoredMessage>>>);
+
     /// Random commits, reads, fills that read and keep at any moment, fills
     /// abandoned, and a budget of a few tails per shard: every hit is the
     /// table's page as of some moment between the last commit extended into
@@ -516,7 +519,7 @@ mod tests {
             // Per conversation: last committed, last extended into the tails.
             let mut committed = [0u64; 5];
             let mut extended = [0u64; 5];
-            let mut fills: Vec<(Fill, usize, usize, Option<Vec<Arc<StoredMessage>>>)> = Vec::new();
+            let mut fills: Vec<PendingFill> = Vec::new();
             let (mut hits, mut kept) = (0, 0);
             for _ in 0..4_000 {
                 let c = rng.below(5) as usize;
