@@ -13,14 +13,16 @@
 //! there is no front runtime and everything runs where it always has.
 
 use crate::priority::DeliveryPriority;
-use tokio::runtime::{Handle, Runtime};
+use crate::side_runtime::SideRuntime;
+use tokio::runtime::Handle;
 
 /// Threads of the front runtime.
 pub const FRONT_THREADS: usize = 2;
 
 /// The front runtime, and the main runtime's handle for the connection tasks.
+#[derive(Debug)]
 pub struct Front {
-    runtime: Option<Runtime>,
+    runtime: SideRuntime,
     delivery: Handle,
 }
 
@@ -31,36 +33,17 @@ impl Front {
         if priority == DeliveryPriority::Normal {
             return Ok(None);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(FRONT_THREADS)
-            .thread_name("banter-front")
-            .enable_all()
-            .build()?;
-        Ok(Some(Front { runtime: Some(runtime), delivery: Handle::current() }))
+        let runtime = SideRuntime::new("banter-front", FRONT_THREADS, DeliveryPriority::Normal)?;
+        Ok(Some(Front { runtime, delivery: Handle::current() }))
     }
 
     /// The front runtime, where the listener and HTTP run.
     pub fn handle(&self) -> &Handle {
-        self.runtime.as_ref().expect("present until dropped").handle()
+        self.runtime.handle()
     }
 
     /// The main runtime, where connection tasks run.
     pub fn delivery(&self) -> &Handle {
         &self.delivery
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        // Dropped from async code too, where waiting for its threads would block.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl std::fmt::Debug for Front {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Front")
     }
 }

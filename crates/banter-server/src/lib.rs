@@ -30,6 +30,7 @@ pub mod presence;
 pub mod priority;
 pub mod push_room;
 pub mod pushes;
+pub mod side_runtime;
 pub mod state;
 pub mod views;
 pub mod ws;

@@ -18,6 +18,7 @@
 use super::connection::{error_frame, frame, write_all, SendResult, Sink, Unwritten};
 use crate::hub::Control;
 use crate::priority::DeliveryPriority;
+use crate::side_runtime::SideRuntime;
 use crate::views;
 use axum::extract::ws::Message;
 use banter_proto::close;
@@ -49,26 +50,19 @@ pub enum Lane {
 }
 
 /// The runtimes of the two reader lanes.
+#[derive(Debug)]
 pub struct Lanes {
-    quiet: Option<tokio::runtime::Runtime>,
-    sending: Option<tokio::runtime::Runtime>,
+    quiet: SideRuntime,
+    sending: SideRuntime,
 }
 
 impl Lanes {
     /// The two lanes; the quiet one, which reads mostly acks, runs at the
     /// priority of delivery ([`crate::priority`]), the sending one at normal priority.
     pub fn new(delivery: DeliveryPriority) -> std::io::Result<Lanes> {
-        let runtime = |name: &str, priority: DeliveryPriority| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(ANSWER_THREADS)
-                .thread_name(name)
-                .on_thread_start(move || crate::priority::enter_delivery_thread(priority))
-                .enable_all()
-                .build()
-        };
         Ok(Lanes {
-            quiet: Some(runtime("banter-readers", delivery)?),
-            sending: Some(runtime("banter-answers", DeliveryPriority::Normal)?),
+            quiet: SideRuntime::new("banter-readers", ANSWER_THREADS, delivery)?,
+            sending: SideRuntime::new("banter-answers", ANSWER_THREADS, DeliveryPriority::Normal)?,
         })
     }
 
@@ -81,23 +75,8 @@ impl Lanes {
             Lane::Quiet => &self.quiet,
             Lane::Sending => &self.sending,
         };
-        // Present until dropped; the task is not joined (its end is signalled by the reader itself).
-        drop(runtime.as_ref().expect("present until dropped").spawn(future));
-    }
-}
-
-impl Drop for Lanes {
-    fn drop(&mut self) {
-        // Dropped from async code too, where waiting for their threads would block.
-        for rt in [self.quiet.take(), self.sending.take()].into_iter().flatten() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl std::fmt::Debug for Lanes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lanes")
+        // The task is not joined (its end is signalled by the reader itself).
+        drop(runtime.handle().spawn(future));
     }
 }
 
