@@ -12,7 +12,7 @@ use pool::ReadPool;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tails::{Lookup, Tails};
+use tails::{ForReader, Lookup, Tails};
 use writer::Writer;
 
 /// Kept here too for code written before the constant moved to the crate root.
@@ -384,6 +384,7 @@ impl Store for SqliteStore {
                 }
                 c.execute("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2", params![conversation, user])?;
                 writer::forget_member(conversation, user);
+                writer::record_left(conversation);
                 c.execute(
                     "DELETE FROM cursors WHERE conversation_id = ?1 AND device_id IN (SELECT device_id FROM devices WHERE user_id = ?2)",
                     params![conversation, user],
@@ -488,8 +489,13 @@ impl Store for SqliteStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Vec<Arc<StoredMessage>>> {
-        let tails = Arc::clone(&self.tails);
-        self.readers.read(move |c| cached_page(&tails, c, conversation, range, limit)).await
+        match self.tails.lookup(conversation, range, limit) {
+            Lookup::Hit(page) => {
+                cooperate().await;
+                Ok(page)
+            }
+            miss => self.readers.read(move |c| read_page(c, miss, conversation, range, limit)).await,
+        }
     }
 
     async fn history(
@@ -499,11 +505,24 @@ impl Store for SqliteStore {
         range: SeqRange,
         limit: usize,
     ) -> Result<Option<Vec<Arc<StoredMessage>>>> {
+        let (lookup, mark) = match self.tails.lookup_for(conversation, reader, range, limit) {
+            ForReader::Known(page) => {
+                cooperate().await;
+                return Ok(Some(page));
+            }
+            ForReader::Check(lookup, mark) => (lookup, mark),
+        };
         let tails = Arc::clone(&self.tails);
         self.readers
             .read(move |c| {
-                let member = c.prepare_cached(IS_MEMBER)?.exists(params![conversation, reader])?;
-                member.then(|| cached_page(&tails, c, conversation, range, limit)).transpose()
+                if !c.prepare_cached(IS_MEMBER)?.exists(params![conversation, reader])? {
+                    return Ok(None);
+                }
+                let page = read_page(c, lookup, conversation, range, limit)?;
+                if let Some(mark) = mark {
+                    tails.known(mark, reader);
+                }
+                Ok(Some(page))
             })
             .await
     }
@@ -613,16 +632,24 @@ fn capped_seq(c: &Connection, conversation: ConversationId, user: UserId, seq: u
     Ok(Some((seq.min(i64::MAX as u64) as i64).min(last)))
 }
 
-/// Messages of a conversation in a seq range, ascending: from the
-/// conversation's tail when it holds them ([`tails`]), else from the table.
-fn cached_page(
-    tails: &Arc<Tails>,
+/// A read answered from memory finishes without waiting for anything, so a
+/// task that reads in a loop would never give its thread to other tasks:
+/// this counts the read against the task's budget, and yields when the
+/// budget is spent, as a read of a socket would.
+async fn cooperate() {
+    tokio::task::consume_budget().await;
+}
+
+/// The page a [`Tails`] lookup found, or else read from the table (and kept
+/// as the conversation's tail if the lookup gave a ticket for it).
+fn read_page(
     c: &Connection,
+    lookup: Lookup,
     conversation: ConversationId,
     range: SeqRange,
     limit: usize,
 ) -> Result<Vec<Arc<StoredMessage>>> {
-    match tails.lookup(conversation, range, limit) {
+    match lookup {
         Lookup::Hit(page) => Ok(page),
         Lookup::Miss(fill) => {
             let rows = page(c, conversation, range, limit)?;

@@ -25,12 +25,21 @@
 //!   tail never misses a message committed while it was being read.
 //! - A message that does not follow the tail's last one drops the tail.
 //!
+//! A tail also remembers a few users who read it and were found members
+//! ([`Tails::lookup_for`], [`Tails::known`]), so that their next reads need
+//! no look at the table at all. Members only ever stop being members by
+//! leaving, and a leave drops the conversation's whole entry after its
+//! commit and before it is answered ([`Tails::left`]). A reader is recorded
+//! only into the entry that was there before its membership was read
+//! ([`Mark`]), and entries are never reused, so a member who has left, and
+//! been told so, is never served from a tail again.
+//!
 //! Messages are never changed or deleted once stored, so a message held is
 //! never out of date. Only the SQLite store has tails: its single writer
 //! sees every commit. In a cluster, every node writes to PostgreSQL, so no
 //! node could keep one.
 
-use crate::{ConversationId, SeqRange, StoredMessage};
+use crate::{ConversationId, SeqRange, StoredMessage, UserId};
 use hashlink::LruCache;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,14 +48,18 @@ use std::sync::{Arc, Mutex};
 /// Most messages kept of one conversation: a full default page of history
 /// (50, and one more that tells whether there is more) with room to grow.
 pub const TAIL_LEN: usize = 64;
+/// Most readers a tail remembers as members; past it the longest known is forgotten.
+pub const KNOWN_READERS: usize = 16;
 /// Independent parts of the cache, each under its own lock.
 const SHARDS: usize = 16;
 /// Memory a tail holds besides its messages: its entry in the map and the
-/// order of use, and its ring of message slots, allocated whole.
+/// order of use, its ring of message slots, allocated whole, and at most
+/// the readers it knows.
 const ENTRY_COST: usize = std::mem::size_of::<Entry>()
     + std::mem::size_of::<ConversationId>()
     + 4 * std::mem::size_of::<usize>()
-    + (TAIL_LEN + 1) * std::mem::size_of::<Arc<StoredMessage>>();
+    + (TAIL_LEN + 1) * std::mem::size_of::<Arc<StoredMessage>>()
+    + KNOWN_READERS * std::mem::size_of::<UserId>();
 
 /// The tails of recently read conversations (see the module notes).
 #[derive(Debug)]
@@ -64,6 +77,24 @@ pub enum Lookup {
     Hit(Vec<Arc<StoredMessage>>),
     /// Read the table; with a ticket, give the rows read to [`Fill::keep`].
     Miss(Option<Fill>),
+}
+
+/// What [`Tails::lookup_for`] found for a reader.
+#[derive(Debug)]
+pub enum ForReader {
+    /// The reader is a known member and the tail holds the page (ascending).
+    Known(Vec<Arc<StoredMessage>>),
+    /// Check the reader's membership in the table first. If a member: take
+    /// the page from the [`Lookup`], and give the [`Mark`] to [`Tails::known`].
+    Check(Lookup, Option<Mark>),
+}
+
+/// The conversation's entry as it was before a reader's membership was
+/// read: only that entry may record the reader ([`Tails::known`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    conversation: ConversationId,
+    id: u64,
 }
 
 /// The right to keep the rows of one read as a conversation's tail
@@ -96,10 +127,14 @@ enum Entry {
 
 #[derive(Debug)]
 struct Tail {
+    /// The id of the fill that made it (no two entries share one).
+    id: u64,
     /// Consecutive seqs, ending at the conversation's newest.
     messages: VecDeque<Arc<StoredMessage>>,
     /// Memory held, [`ENTRY_COST`] included.
     bytes: usize,
+    /// Users found members since the entry was made, oldest first.
+    readers: Vec<UserId>,
 }
 
 impl Tail {
@@ -153,6 +188,20 @@ impl Drop for Fill {
     }
 }
 
+/// Counts a lookup in `history_cache_lookups_total`.
+fn count(hit: bool) {
+    metrics::counter!("history_cache_lookups_total", "outcome" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+impl Entry {
+    fn id(&self) -> u64 {
+        match self {
+            Entry::Filling { id, .. } => *id,
+            Entry::Ready(tail) => tail.id,
+        }
+    }
+}
+
 /// Memory a message holds in a tail: itself, its two counters and its strings.
 fn cost(m: &StoredMessage) -> usize {
     std::mem::size_of::<StoredMessage>() + 16 + m.content.len() + m.client_msg_id.len()
@@ -181,9 +230,66 @@ impl Tails {
     /// with a [`Fill`].
     pub fn lookup(self: &Arc<Self>, conversation: ConversationId, range: SeqRange, limit: usize) -> Lookup {
         let outcome = self.find(conversation, range, limit);
-        let hit = matches!(outcome, Lookup::Hit(_));
-        metrics::counter!("history_cache_lookups_total", "outcome" => if hit { "hit" } else { "miss" }).increment(1);
+        count(matches!(outcome, Lookup::Hit(_)));
         outcome
+    }
+
+    /// The page `range` asks for on behalf of `reader`: straight from the
+    /// tail if the reader is known to be a member; else what [`Tails::lookup`]
+    /// finds, with a [`Mark`] that records the reader once found a member.
+    pub fn lookup_for(
+        self: &Arc<Self>,
+        conversation: ConversationId,
+        reader: UserId,
+        range: SeqRange,
+        limit: usize,
+    ) -> ForReader {
+        if self.shard_bytes == 0 {
+            return ForReader::Check(self.lookup(conversation, range, limit), None);
+        }
+        let mut shard = self.shard(conversation);
+        let known = match shard.entries.get(&conversation) {
+            Some(Entry::Ready(tail)) if tail.readers.contains(&reader) => tail.page(range, limit),
+            _ => None,
+        };
+        if let Some(page) = known {
+            drop(shard);
+            count(true);
+            return ForReader::Known(page);
+        }
+        let outcome = self.find_in(&mut shard, conversation, range, limit);
+        // After `find_in`, which may have made the entry a reader's check
+        // will find again: the mark is taken before the check reads anything.
+        let mark = shard.entries.peek(&conversation).map(|e| Mark { conversation, id: e.id() });
+        drop(shard);
+        count(matches!(outcome, Lookup::Hit(_)));
+        ForReader::Check(outcome, mark)
+    }
+
+    /// Records `reader`, found a member after `mark` was taken, in the
+    /// conversation's tail; unless the entry marked is gone (a leave, an
+    /// eviction or a refill came between).
+    pub fn known(&self, mark: Mark, reader: UserId) {
+        let mut shard = self.shard(mark.conversation);
+        let Some(Entry::Ready(tail)) = shard.entries.peek_mut(&mark.conversation) else { return };
+        if tail.id != mark.id || tail.readers.contains(&reader) {
+            return;
+        }
+        if tail.readers.len() == KNOWN_READERS {
+            tail.readers.remove(0);
+        }
+        tail.readers.push(reader);
+    }
+
+    /// Forgets everything of conversations that a member has just left: the
+    /// writer calls it after the leave commits and before it answers.
+    pub fn left(&self, conversations: &[ConversationId]) {
+        for &conversation in conversations {
+            let mut shard = self.shard(conversation);
+            if let Some(Entry::Ready(tail)) = shard.entries.remove(&conversation) {
+                shard.bytes -= tail.bytes;
+            }
+        }
     }
 
     fn find(self: &Arc<Self>, conversation: ConversationId, range: SeqRange, limit: usize) -> Lookup {
@@ -191,6 +297,16 @@ impl Tails {
             return Lookup::Miss(None);
         }
         let mut shard = self.shard(conversation);
+        self.find_in(&mut shard, conversation, range, limit)
+    }
+
+    fn find_in(
+        self: &Arc<Self>,
+        shard: &mut Shard,
+        conversation: ConversationId,
+        range: SeqRange,
+        limit: usize,
+    ) -> Lookup {
         match shard.entries.get(&conversation) {
             Some(Entry::Ready(tail)) => {
                 if let Some(page) = tail.page(range, limit) {
@@ -230,7 +346,8 @@ impl Tails {
         messages.extend(kept.iter().cloned());
         let bytes = ENTRY_COST + kept.iter().map(|m| cost(m)).sum::<usize>();
         shard.bytes += bytes;
-        shard.entries.insert(fill.conversation, Entry::Ready(Tail { messages, bytes }));
+        let tail = Tail { id: fill.id, messages, bytes, readers: Vec::new() };
+        shard.entries.insert(fill.conversation, Entry::Ready(tail));
         self.evict(&mut shard);
     }
 
@@ -460,6 +577,97 @@ mod tests {
         assert_eq!(hit(&tails, SeqRange::Before(u64::MAX), 51), Some(vec![1, 2, 3]));
     }
 
+    /// Reads the newest page of conversation 1 as `reader`, the way the
+    /// store does: a known reader straight from the tail; else, a member
+    /// after the check, from the lookup or the "table" (1..=last), recording
+    /// the reader. Gives the page and whether it came without a check.
+    fn read_as(tails: &Arc<Tails>, reader: UserId, last: u64, member: bool) -> Option<(Vec<u64>, bool)> {
+        let range = SeqRange::Before(u64::MAX);
+        match tails.lookup_for(1, reader, range, 51) {
+            ForReader::Known(page) => Some((seqs(&page), true)),
+            ForReader::Check(lookup, mark) => {
+                if !member {
+                    return None;
+                }
+                let page = match lookup {
+                    Lookup::Hit(page) => page,
+                    Lookup::Miss(fill) => {
+                        let rows: Vec<_> = table_page(last, range, 51).into_iter().map(|s| message(1, s)).collect();
+                        if let Some(fill) = fill {
+                            fill.keep(&rows, 51);
+                        }
+                        rows
+                    }
+                };
+                if let Some(mark) = mark {
+                    tails.known(mark, reader);
+                }
+                Some((seqs(&page), false))
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_found_a_member_reads_without_a_check_until_someone_leaves() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        // The first read fills the tail and records its reader.
+        assert_eq!(read_as(&tails, 7, 3, true), Some((vec![1, 2, 3], false)));
+        assert_eq!(read_as(&tails, 7, 3, true), Some((vec![1, 2, 3], true)));
+        // Another reader is checked once.
+        assert_eq!(read_as(&tails, 8, 3, false), None);
+        assert_eq!(read_as(&tails, 8, 3, true), Some((vec![1, 2, 3], false)));
+        assert_eq!(read_as(&tails, 8, 3, true), Some((vec![1, 2, 3], true)));
+        tails.appended(&[message(1, 4)]);
+        assert_eq!(read_as(&tails, 7, 4, true), Some((vec![1, 2, 3, 4], true)));
+        // A leave of anyone forgets every reader, and the tail with them.
+        tails.left(&[1]);
+        assert!(matches!(tails.lookup(1, SeqRange::Before(u64::MAX), 10), Lookup::Miss(Some(_))));
+        assert_eq!(read_as(&tails, 7, 4, false), None);
+        assert_eq!(read_as(&tails, 8, 4, true), Some((vec![1, 2, 3, 4], false)));
+        assert_eq!(read_as(&tails, 8, 4, true), Some((vec![1, 2, 3, 4], true)));
+        assert_eq!(read_as(&tails, 7, 4, false), None);
+    }
+
+    #[test]
+    fn a_check_that_raced_a_leave_records_nobody() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        filled(&tails, 3, 51);
+        // The check read "member", then the leave committed and dropped the entry.
+        let ForReader::Check(_, Some(mark)) = tails.lookup_for(1, 7, SeqRange::Before(u64::MAX), 51) else {
+            panic!("an unknown reader is checked, with a mark")
+        };
+        tails.left(&[1]);
+        // A new tail is filled before the check ends: it is not the entry marked.
+        filled(&tails, 3, 51);
+        tails.known(mark, 7);
+        assert!(matches!(tails.lookup_for(1, 7, SeqRange::Before(u64::MAX), 51), ForReader::Check(Lookup::Hit(_), _)));
+        // A leave during a fill: the fill keeps nothing, and its reader is not recorded.
+        tails.left(&[1]);
+        let ForReader::Check(Lookup::Miss(Some(fill)), Some(mark)) =
+            tails.lookup_for(1, 7, SeqRange::Before(u64::MAX), 51)
+        else {
+            panic!("a first read fills, with a mark")
+        };
+        tails.left(&[1]);
+        fill.keep(&[message(1, 1), message(1, 2), message(1, 3)], 51);
+        tails.known(mark, 7);
+        assert!(matches!(tails.lookup_for(1, 7, SeqRange::Before(u64::MAX), 51), ForReader::Check(Lookup::Miss(_), _)));
+    }
+
+    #[test]
+    fn a_tail_remembers_its_latest_readers_only() {
+        let tails = Arc::new(Tails::new(1 << 20));
+        let newest: Vec<u64> = (50..=100).collect();
+        for reader in 0..=KNOWN_READERS as UserId {
+            assert_eq!(read_as(&tails, reader, 100, true), Some((newest.clone(), false)));
+        }
+        assert_eq!(read_as(&tails, 0, 100, true), Some((newest.clone(), false)));
+        assert_eq!(read_as(&tails, KNOWN_READERS as UserId, 100, true), Some((newest, true)));
+        // Known, but older than the tail: the check and the table answer.
+        assert!(matches!(tails.lookup_for(1, 0, SeqRange::Before(10), 5), ForReader::Check(Lookup::Miss(None), _)));
+        assert!(matches!(tails.lookup_for(1, 0, SeqRange::Before(60), 5), ForReader::Known(_)));
+    }
+
     /// Checks what every shard holds: consecutive tails within [`TAIL_LEN`],
     /// bytes that add up, and no shard over its share.
     fn audit(tails: &Tails) {
@@ -505,10 +713,22 @@ mod tests {
     /// A fill in flight: its ticket, conversation index, limit, and the rows its read saw.
     type PendingFill = (Fill, usize, usize, Option<Vec<Arc<StoredMessage>>>);
 
+    /// A reader's check in flight: its conversation index, limit, what the
+    /// lookup found, its mark, and (once read) its membership and the rows.
+    struct PendingCheck {
+        c: usize,
+        limit: usize,
+        lookup: Lookup,
+        mark: Option<Mark>,
+        read: Option<(bool, Vec<Arc<StoredMessage>>)>,
+    }
+
     /// Random commits, reads, fills that read and keep at any moment, fills
-    /// abandoned, and a budget of a few tails per shard: every hit is the
+    /// abandoned, a reader who leaves and joins again while its checks are in
+    /// flight, and a budget of a few tails per shard: every hit is the
     /// table's page as of some moment between the last commit extended into
-    /// the tails and the last commit made, and the books always balance.
+    /// the tails and the last commit made, a reader served without a check
+    /// is a member or has a leave not yet answered, and the books always balance.
     #[test]
     fn random_interleavings_serve_only_the_tables_pages() {
         const CONVERSATIONS: [ConversationId; 5] = [1, 17, 33, 2, 18];
@@ -520,11 +740,20 @@ mod tests {
             let mut committed = [0u64; 5];
             let mut extended = [0u64; 5];
             let mut fills: Vec<PendingFill> = Vec::new();
-            let (mut hits, mut kept) = (0, 0);
-            for _ in 0..4_000 {
+            // The reader's membership per conversation, and leaves committed
+            // whose tails the writer has not dropped yet (not yet answered).
+            let mut member = [true; 5];
+            let mut leaving = [false; 5];
+            let mut checks: Vec<PendingCheck> = Vec::new();
+            let (mut hits, mut kept, mut known, mut leaves) = (0, 0, 0, 0);
+            const READER: UserId = 9;
+            let valid = |c: usize, extended: &[u64; 5], committed: &[u64; 5], range, limit, got: &[u64]| {
+                (extended[c]..=committed[c]).any(|last| table_page(last, range, limit) == got)
+            };
+            for _ in 0..6_000 {
                 let c = rng.below(5) as usize;
                 let conversation = CONVERSATIONS[c];
-                match rng.below(10) {
+                match rng.below(15) {
                     // A commit (its tails extended later, as the writer does).
                     0 | 1 => committed[c] += 1 + rng.below(3),
                     2 => {
@@ -571,13 +800,75 @@ mod tests {
                         }
                     }
                     8 if !fills.is_empty() => drop(fills.swap_remove(rng.below(fills.len() as u64) as usize)),
+                    // The reader leaves (committed; answered once the writer drops the tail).
+                    9 if member[c] && !leaving[c] && rng.below(4) == 0 => {
+                        member[c] = false;
+                        leaving[c] = true;
+                        leaves += 1;
+                    }
+                    10 if leaving[c] => {
+                        tails.left(&[conversation]);
+                        leaving[c] = false;
+                    }
+                    11 if !member[c] && !leaving[c] => member[c] = true,
+                    12 => {
+                        let limit = [1, 5, 51, 64][rng.below(4) as usize];
+                        let range = match rng.below(3) {
+                            0 | 1 => SeqRange::Before(u64::MAX),
+                            _ => SeqRange::After(rng.below(committed[c] + 3)),
+                        };
+                        match tails.lookup_for(conversation, READER, range, limit) {
+                            ForReader::Known(page) => {
+                                assert!(
+                                    member[c] || leaving[c],
+                                    "seed {seed}: a reader who has left was served from the tail"
+                                );
+                                let got = seqs(&page);
+                                assert!(valid(c, &extended, &committed, range, limit, &got), "seed {seed}: {got:?}");
+                                known += 1;
+                            }
+                            ForReader::Check(lookup, mark) => {
+                                if let Lookup::Hit(page) = &lookup {
+                                    let got = seqs(page);
+                                    assert!(
+                                        valid(c, &extended, &committed, range, limit, &got),
+                                        "seed {seed}: {got:?}"
+                                    );
+                                }
+                                checks.push(PendingCheck { c, limit, lookup, mark, read: None });
+                            }
+                        }
+                    }
+                    // A check's read of the membership (and the table), then later its end.
+                    13 | 14 if !checks.is_empty() => {
+                        let i = rng.below(checks.len() as u64) as usize;
+                        let check = &mut checks[i];
+                        if check.read.is_none() {
+                            let conversation = CONVERSATIONS[check.c];
+                            let page = table_page(committed[check.c], SeqRange::Before(u64::MAX), check.limit);
+                            let rows = page.into_iter().map(|s| message(conversation, s)).collect();
+                            check.read = Some((member[check.c], rows));
+                        } else {
+                            let check = checks.swap_remove(i);
+                            let (was_member, rows) = check.read.expect("read");
+                            if was_member {
+                                if let Lookup::Miss(Some(fill)) = check.lookup {
+                                    fill.keep(&rows, check.limit);
+                                }
+                                if let Some(mark) = check.mark {
+                                    tails.known(mark, READER);
+                                }
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 audit(&tails);
             }
             assert!(
-                hits > 100 && kept > 50,
-                "seed {seed}: {hits} hits, {kept} fills kept: the test exercised too little"
+                hits > 100 && kept > 50 && known > 20 && leaves > 20,
+                "seed {seed}: {hits} hits, {kept} fills kept, {known} known reads, {leaves} leaves: \
+                 the test exercised too little"
             );
         }
     }

@@ -52,14 +52,24 @@ thread_local! {
     /// Messages appended in the transaction in progress, in seq order: they
     /// extend the cached tails once it commits ([`record_appended`]).
     static APPENDED: RefCell<Vec<Arc<StoredMessage>>> = const { RefCell::new(Vec::new()) };
+    /// Conversations a member left in the transaction in progress: their
+    /// tails are dropped once it commits ([`record_left`]).
+    static LEFT: RefCell<Vec<ConversationId>> = const { RefCell::new(Vec::new()) };
     /// Whether the store keeps tails at all (else nothing is recorded).
-    static KEEP_APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FEED_TAILS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Records a message appended in the transaction in progress, for the tails.
 pub(crate) fn record_appended(message: &Arc<StoredMessage>) {
-    if KEEP_APPENDED.get() {
+    if FEED_TAILS.get() {
         APPENDED.with(|a| a.borrow_mut().push(Arc::clone(message)));
+    }
+}
+
+/// Records a leave of `conversation` in the transaction in progress, for the tails.
+pub(crate) fn record_left(conversation: ConversationId) {
+    if FEED_TAILS.get() {
+        LEFT.with(|l| l.borrow_mut().push(conversation));
     }
 }
 
@@ -134,7 +144,7 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("banter-sqlite-writer".into())
             .spawn(move || {
-                KEEP_APPENDED.set(tails.enabled());
+                FEED_TAILS.set(tails.enabled());
                 run(conn, rx, &tails)
             })
             .expect("spawn the writer thread");
@@ -196,11 +206,13 @@ impl Writer {
 pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     run_cached(conn, "SAVEPOINT job")?;
     let appended = APPENDED.with(|a| a.borrow().len());
+    let left = LEFT.with(|l| l.borrow().len());
     let outcome = f(conn);
     if outcome.is_err() {
         run_cached(conn, "ROLLBACK TO job")?;
-        // What it appended is undone too.
+        // What it appended, and any leave, is undone too.
         APPENDED.with(|a| a.borrow_mut().truncate(appended));
+        LEFT.with(|l| l.borrow_mut().truncate(left));
     }
     run_cached(conn, "RELEASE job")?;
     outcome
@@ -278,6 +290,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, tails: &Tails) {
                     Ok(()) => {
                         // Durable now, and nobody answered yet.
                         APPENDED.with(|a| tails.appended(a.borrow_mut().drain(..).as_slice()));
+                        LEFT.with(|l| {
+                            tails.left(&l.borrow());
+                            l.borrow_mut().clear();
+                        });
                         None
                     }
                     Err(e) => {
@@ -287,6 +303,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, tails: &Tails) {
                         LAST_SEQ.with(|m| m.borrow_mut().clear());
                         MEMBERS.with(|m| m.borrow_mut().clear());
                         APPENDED.with(|a| a.borrow_mut().clear());
+                        LEFT.with(|l| l.borrow_mut().clear());
                         Some(StoreError::from(e))
                     }
                 }

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             messages_are_paged_in_both_directions,
             history_is_read_by_members_only,
             pages_read_while_a_conversation_grows_hold_every_acknowledged_message,
+            a_member_who_left_reads_no_more_however_often_read_before,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -620,4 +621,64 @@ pub async fn pages_read_while_a_conversation_grows_hold_every_acknowledged_messa
     let last = START + APPENDS;
     assert_eq!(newest.iter().map(|m| m.seq).collect::<Vec<_>>(), (last - 50..=last).collect::<Vec<_>>());
     assert_eq!(newest.last().unwrap().client_msg_id, format!("m{last}"));
+}
+
+/// A member who reads a conversation again and again, then leaves, and
+/// joins again, while other readers of it keep reading: a read made wholly
+/// after a leave returned (and before the next join began) is refused, and
+/// one made wholly after a join returned (and before the next leave began)
+/// is answered. (The SQLite store answers known readers from memory without
+/// looking at the table; a leave must end that.)
+pub async fn a_member_who_left_reads_no_more_however_often_read_before(backend: &impl Backend) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // Counts the reader's changes: `step % 4` is 0 a member, 1 leaving, 2 left, 3 joining.
+    const MEMBER: u64 = 0;
+    const LEFT: u64 = 2;
+    let store = backend.open().await;
+    let (a, b, _, group) = alice_bob_and_a_group(&*store, 11).await;
+    for i in 1..=60 {
+        store.append(message(group, a, &format!("m{i}"), i)).await.unwrap();
+    }
+    let step = Arc::new(AtomicU64::new(MEMBER));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let (store, step, done) = (Arc::clone(&store), Arc::clone(&step), Arc::clone(&done));
+        readers.push(tokio::spawn(async move {
+            let (mut pages, mut refused) = (0u32, 0u32);
+            while !done.load(Ordering::SeqCst) {
+                let before = step.load(Ordering::SeqCst);
+                let range = if r == 2 { SeqRange::After(10) } else { SeqRange::Before(u64::MAX) };
+                let page = store.history(group, b, range, 50).await.unwrap();
+                let still = step.load(Ordering::SeqCst) == before;
+                match (still, before % 4, page) {
+                    (true, LEFT, Some(p)) => panic!("a page of {} messages after the leave returned", p.len()),
+                    (true, MEMBER, None) => panic!("refused after the join returned"),
+                    (_, _, Some(_)) => pages += 1,
+                    (_, _, None) => refused += 1,
+                }
+                // Another member keeps the conversation's cache in use.
+                assert!(store.history(group, a, SeqRange::Before(u64::MAX), 50).await.unwrap().is_some());
+            }
+            (pages, refused)
+        }));
+    }
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        step.fetch_add(1, Ordering::SeqCst);
+        store.leave(group, b).await.unwrap();
+        step.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        step.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(store.add_members(group, a, &[b]).await.unwrap(), vec![b]);
+        step.fetch_add(1, Ordering::SeqCst);
+    }
+    done.store(true, Ordering::SeqCst);
+    let (mut pages, mut refused) = (0, 0);
+    for r in readers {
+        let (p, n) = r.await.unwrap();
+        pages += p;
+        refused += n;
+    }
+    assert!(pages > 0 && refused > 0, "{pages} pages, {refused} refusals: the readers exercised too little");
 }
