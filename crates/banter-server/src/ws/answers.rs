@@ -31,8 +31,17 @@ use tokio::sync::Mutex;
 
 /// Sends of one connection being stored at once; past it the connection stops reading.
 pub const MAX_PENDING_SENDS: usize = 256;
-/// Threads of each reader lane's runtime.
-pub const ANSWER_THREADS: usize = 2;
+/// Threads of each reader lane's runtime: one for every two cores, at least one.
+///
+/// A lane's work comes in small pieces (a frame read, a `sent` written), so
+/// a thread that wakes for one is often asleep again before the next; with
+/// two threads on a lane, each wakeup could also wake the other to steal
+/// work, for nothing. On two cores, one thread per lane took the server's
+/// CPU per direct message at 2,000 messages/s down by about a tenth
+/// (BENCHMARKS.md, "What each change bought").
+pub fn lane_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
+}
 
 /// Which runtime a connection's reader runs on.
 ///
@@ -61,8 +70,8 @@ impl Lanes {
     /// priority of delivery ([`crate::priority`]), the sending one at normal priority.
     pub fn new(delivery: DeliveryPriority) -> std::io::Result<Lanes> {
         Ok(Lanes {
-            quiet: SideRuntime::new("banter-readers", ANSWER_THREADS, delivery)?,
-            sending: SideRuntime::new("banter-answers", ANSWER_THREADS, DeliveryPriority::Normal)?,
+            quiet: SideRuntime::new("banter-readers", lane_threads(), delivery)?,
+            sending: SideRuntime::new("banter-answers", lane_threads(), DeliveryPriority::Normal)?,
         })
     }
 

@@ -44,8 +44,13 @@ pub const DEFAULT_HISTORY_CACHE_BYTES: usize = 256 << 20;
 
 /// How often the checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// WAL size (pages) at which the writer checkpoints by itself, should the
-/// checkpointer fall behind: a bound on the WAL, rarely reached.
+/// WAL size (pages) at which the writer checkpoints by itself: the bound on
+/// the WAL. SQLite starts the WAL over from its beginning only when a write
+/// transaction begins with every frame already copied back, and under steady
+/// writes the checkpointer's passes mostly end with newer commits behind
+/// them; so a busy store's WAL can grow to this bound (about 270 MB of
+/// frames) before it starts over, and its file keeps the largest size it
+/// reached (docs/deployment.md).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
 
 /// Runs passive checkpoints on a connection of its own, so that copying the
