@@ -69,9 +69,10 @@ impl Lanes {
     /// The two lanes; the quiet one, which reads mostly acks, runs at the
     /// priority of delivery ([`crate::priority`]), the sending one at normal priority.
     pub fn new(delivery: DeliveryPriority) -> std::io::Result<Lanes> {
+        let threads = lane_threads();
         Ok(Lanes {
-            quiet: SideRuntime::new("banter-readers", lane_threads(), delivery)?,
-            sending: SideRuntime::new("banter-answers", lane_threads(), DeliveryPriority::Normal)?,
+            quiet: SideRuntime::new("banter-readers", threads, delivery)?,
+            sending: SideRuntime::new("banter-answers", threads, DeliveryPriority::Normal)?,
         })
     }
 
