@@ -32,6 +32,7 @@ pub mod push_room;
 pub mod pushes;
 pub mod side_runtime;
 pub mod state;
+pub mod threads;
 pub mod views;
 pub mod ws;
 

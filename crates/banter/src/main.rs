@@ -46,6 +46,8 @@ fn main() -> anyhow::Result<()> {
         }
         // The main runtime runs every connection task: it delivers.
         Command::Serve(args) => {
+            let workers = args.worker_threads.map_or_else(banter_server::threads::main_workers, usize::from);
+            builder.worker_threads(workers);
             let priority = args.delivery_priority;
             builder.on_thread_start(move || banter_server::priority::enter_delivery_thread(priority));
         }

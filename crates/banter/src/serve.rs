@@ -100,6 +100,10 @@ pub struct ServeArgs {
               _ => DeliveryPriority::Normal,
           }))]
     pub delivery_priority: DeliveryPriority,
+    /// Workers of the main runtime, which runs the connections and HTTP and delivers messages
+    /// [default: one per core but one, at least one].
+    #[arg(long, env = "BANTER_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 impl ServeArgs {
@@ -184,7 +188,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let state = banter_server::state(config, store, cluster, banter_server::install_metrics())
         .context("starting the reader lanes")?;
-    tracing::info!(%addr, store = %args.store_label(), node = args.node_id, "banter listening");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%addr, store = %args.store_label(), node = args.node_id, workers, "banter listening");
     // Scripts and tests read the bound address (useful with port 0) from this line.
     println!("banter listening on http://{addr}");
     let token = state.shutdown.clone();

@@ -1,6 +1,7 @@
-//! `--delivery-priority`: which threads of a running server are in Linux's
-//! `SCHED_IDLE` class, read from `/proc`, and that accounts, conversations
-//! (HTTP) and messages (WebSocket) still work.
+//! The server's threads, read from `/proc`: which are in Linux's
+//! `SCHED_IDLE` class with `--delivery-priority`, and how many workers the
+//! main runtime runs (`--worker-threads`); and that accounts, conversations
+//! (HTTP) and messages (WebSocket) still work with each.
 
 #![cfg(target_os = "linux")]
 
@@ -69,4 +70,22 @@ async fn by_default_no_thread_is_in_the_idle_class() {
     }
     // Without `low` there is no front runtime: the main runtime accepts and serves.
     assert!(!threads.contains_key("banter-front"), "{threads:?}");
+}
+
+/// The main runtime's workers: threads named `tokio-rt-worker` before any
+/// request (the password hashing's blocking threads, named alike, start
+/// with the first account).
+fn main_workers(pid: u32) -> usize {
+    policies(pid).get("tokio-rt-worker").map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn the_main_runtime_runs_as_many_workers_as_asked_and_one_core_fewer_by_default() {
+    let s = Server::start(&["--worker-threads", "3", "--fanout-sync-threshold", "2"]).await;
+    assert_eq!(main_workers(s.pid()), 3);
+    a_large_group_message_arrives(&s).await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let s = Server::start(&["--fanout-sync-threshold", "2"]).await;
+    assert_eq!(main_workers(s.pid()), cores.saturating_sub(1).max(1));
+    a_large_group_message_arrives(&s).await;
 }

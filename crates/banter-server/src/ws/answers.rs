@@ -31,18 +31,6 @@ use tokio::sync::Mutex;
 
 /// Sends of one connection being stored at once; past it the connection stops reading.
 pub const MAX_PENDING_SENDS: usize = 256;
-/// Threads of each reader lane's runtime: one for every two cores, at least one.
-///
-/// A lane's work comes in small pieces (a frame read, a `sent` written), so
-/// a thread that wakes for one is often asleep again before the next; with
-/// two threads on a lane, each wakeup could also wake the other to steal
-/// work, for nothing. On two cores, one thread per lane took the server's
-/// CPU per direct message at 2,000 messages/s down by about a tenth
-/// (BENCHMARKS.md, "What each change bought").
-pub fn lane_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
-}
-
 /// Which runtime a connection's reader runs on.
 ///
 /// Readers start on the quiet lane and move to the sending lane when they
@@ -69,7 +57,7 @@ impl Lanes {
     /// The two lanes; the quiet one, which reads mostly acks, runs at the
     /// priority of delivery ([`crate::priority`]), the sending one at normal priority.
     pub fn new(delivery: DeliveryPriority) -> std::io::Result<Lanes> {
-        let threads = lane_threads();
+        let threads = crate::threads::lane_threads();
         Ok(Lanes {
             quiet: SideRuntime::new("banter-readers", threads, delivery)?,
             sending: SideRuntime::new("banter-answers", threads, DeliveryPriority::Normal)?,
