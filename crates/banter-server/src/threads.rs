@@ -28,9 +28,9 @@ fn cores() -> usize {
 /// 52 to 16 ms at 10 messages/s and from 60 to 18 ms as fast as `sent`
 /// allows, with deliveries per second the same within the noise, as were
 /// direct throughput, open-loop latency, connection setup and the offline
-/// drain. What it cost: a reconnect storm of 15,000 devices, whose
-/// handshakes all run on this runtime, took 5.1 s instead of 4.3 s
-/// (medians of three).
+/// drain; a reconnect storm of 15,000 devices, whose handshakes all run on
+/// this runtime, took 5.22 s against 4.89 s (medians of ten runs each, the
+/// machine full either way).
 pub fn main_workers() -> usize {
     main_workers_for(cores())
 }
