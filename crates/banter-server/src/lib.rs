@@ -73,7 +73,7 @@ pub fn state(
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: AtomicUsize::new(0),
-        readers: ws::answers::Lanes::new(delivery_priority)?,
+        readers: ws::answers::Lanes::new()?,
         front: front::Front::new(delivery_priority)?,
         meters: meters::Meters::new(),
         acks: Default::default(),

@@ -3,8 +3,8 @@
 //! Every message costs the server two kinds of work: the send path (its
 //! frame read and its `sent` written on the sending lane, its commit on the
 //! store's writer) and delivery (a write to every member device, by the
-//! connection tasks on the main runtime, and the members' acks, read on
-//! the quiet lane). A message to a large group makes ten thousand
+//! connection tasks on the main runtime, and the members' acks, read there
+//! too, by the readers of the quiet lane). A message to a large group makes ten thousand
 //! deliveries of one send, and while they run, a thread of the send path
 //! that wakes (a frame arrived, a commit's sync completed) waits for a core
 //! like any other: up to a time slice, at each of its hops.
@@ -19,8 +19,8 @@
 //!
 //! What it does not cover: a reader moves to the sending lane with the first
 //! `send` it reads, and back after two quiet seconds, so the first send of a
-//! device that sends now and then is read on the quiet lane, in the idle
-//! class, and gains nothing. A thread of the send path can wait for a lock
+//! device that sends now and then is read on the quiet lane (the main
+//! runtime), in the idle class, and gains nothing. A thread of the send path can wait for a lock
 //! an idle-class thread holds: the socket's write half, shared with the
 //! connection task, and the fan-out queue's, shared with its worker; each is
 //! held for one write or a few operations. On PostgreSQL the store's
@@ -38,7 +38,7 @@
 //!
 //! Threads inherit their class, and an unprivileged thread cannot leave
 //! `SCHED_IDLE`: a thread or runtime started from a delivery thread would
-//! stay in it. The store's threads, the reader lanes and the front runtime
+//! stay in it. The store's threads, the sending lane and the front runtime
 //! are started from the main thread, before the first connection.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +49,7 @@ pub enum DeliveryPriority {
     /// Every thread at normal priority.
     #[default]
     Normal,
-    /// The main runtime's workers and the quiet reader lane under `SCHED_IDLE` (Linux).
+    /// The main runtime's workers (connections, and the quiet lane's readers) under `SCHED_IDLE` (Linux).
     Low,
 }
 

@@ -1,10 +1,11 @@
 //! How many threads each of the server's runtimes runs.
 //!
-//! The server keeps three tokio runtimes: the main one, whose workers run
-//! every connection task and HTTP request and so deliver every message
-//! ([`main_workers`]), and the two reader lanes (`ws/answers.rs`,
-//! [`lane_threads`]). Beside them run the store's own threads (on SQLite:
-//! one writer, eight readers, one checkpointer).
+//! The server keeps two tokio runtimes: the main one, whose workers run
+//! every connection task, the readers of connections that have not sent
+//! lately, and HTTP requests, and so deliver every message
+//! ([`main_workers`]); and the sending lane, which reads and answers sends
+//! (`ws/answers.rs`, [`lane_threads`]). Beside them run the store's own
+//! threads (on SQLite: one writer, eight readers, one checkpointer).
 //!
 //! Every runtime of several workers wakes a second worker each time a
 //! sleeping one finds work, so that one of them keeps looking; on few cores
@@ -39,13 +40,14 @@ fn main_workers_for(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-/// Threads of each reader lane's runtime: one for every two cores, at least one.
+/// Threads of the sending lane's runtime: one for every two cores, at least one.
 ///
 /// A lane's work comes in small pieces (a frame read, a `sent` written), so
 /// a thread that wakes for one is often asleep again before the next; with
-/// two threads on a lane, each wakeup could also wake the other to steal
-/// work, for nothing. On two cores, one thread per lane took the server's
-/// CPU per direct message at 2,000 messages/s down by about a tenth.
+/// two threads, each wakeup could also wake the other to steal work, for
+/// nothing. On two cores, one thread per lane (there were two lanes then)
+/// took the server's CPU per direct message at 2,000 messages/s down by
+/// about a tenth.
 pub fn lane_threads() -> usize {
     lane_threads_for(cores())
 }
@@ -59,8 +61,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_main_runtime_leaves_one_core_and_each_lane_takes_one_per_two() {
-        // (cores, main workers, threads per lane)
+    fn the_main_runtime_leaves_one_core_and_the_sending_lane_takes_one_per_two() {
+        // (cores, main workers, sending-lane threads)
         for (cores, main, lane) in [(1, 1, 1), (2, 1, 1), (3, 2, 1), (4, 3, 2), (8, 7, 4), (64, 63, 32)] {
             assert_eq!(main_workers_for(cores), main, "{cores} cores");
             assert_eq!(lane_threads_for(cores), lane, "{cores} cores");

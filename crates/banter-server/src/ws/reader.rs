@@ -1,4 +1,5 @@
-//! The read half of a connection, run on a reader lane.
+//! The read half of a connection, run on a reader lane: the sending lane's
+//! runtime, or the main runtime for a connection that has not sent lately.
 //!
 //! After the `welcome`, a reader task takes the socket's read half. It
 //! applies the rate limit, parses every frame, and stores and answers each
@@ -6,7 +7,8 @@
 //! answers, goes to the connection task through the connection's push
 //! queue, in the order it came. So a send is read, stored and answered
 //! without waiting for a turn on the runtime that delivers messages, however
-//! many connections a large group just woke there.
+//! many connections a large group just woke there (but for a device's first
+//! send after a quiet spell, which is read on the main runtime).
 //!
 //! The reader is one loop over four events: a stop from its connection, a
 //! send stored, room in the push queue for what waits to go there, and the
