@@ -4,10 +4,10 @@
 //! frame read and its `sent` written on the sending lane, its commit on the
 //! store's writer) and delivery (a write to every member device, by the
 //! connection tasks on the main runtime, and the members' acks, read there
-//! too, by the readers of the quiet lane). A message to a large group makes ten thousand
-//! deliveries of one send, and while they run, a thread of the send path
-//! that wakes (a frame arrived, a commit's sync completed) waits for a core
-//! like any other: up to a time slice, at each of its hops.
+//! too, by the readers of the quiet lane). A message to a large group makes
+//! ten thousand deliveries of one send, and while they run, a thread of the
+//! send path that wakes (a frame arrived, a commit's sync completed) waits
+//! for a core like any other: up to a time slice, at each of its hops.
 //!
 //! With [`DeliveryPriority::Low`] the threads that deliver run under
 //! Linux's `SCHED_IDLE` class, so a waking thread of the send path takes a
@@ -20,10 +20,10 @@
 //! What it does not cover: a reader moves to the sending lane with the first
 //! `send` it reads, and back after two quiet seconds, so the first send of a
 //! device that sends now and then is read on the quiet lane (the main
-//! runtime), in the idle class, and gains nothing. A thread of the send path can wait for a lock
-//! an idle-class thread holds: the socket's write half, shared with the
-//! connection task, and the fan-out queue's, shared with its worker; each is
-//! held for one write or a few operations. On PostgreSQL the store's
+//! runtime), in the idle class, and gains nothing. A thread of the send
+//! path can wait for a lock an idle-class thread holds: the socket's write
+//! half, shared with the connection task, and the fan-out queue's, shared
+//! with its worker; each is held for one write or a few operations. On PostgreSQL the store's
 //! connections are tasks of the main runtime, so a send's commit yields to
 //! delivery with the rest of it: the flag is made for the embedded store,
 //! whose commits run on a thread of their own.

@@ -1,5 +1,5 @@
 //! The answer path: sends are read, stored and answered (`sent` or an
-//! error) on a small runtime of their own (the sending lane, [`Lanes`]),
+//! error) on a small runtime of its own (the sending lane, [`Lanes`]),
 //! apart from the runtime that runs the connections and delivers messages.
 //!
 //! A message to a large group wakes one connection task per member. Were a
