@@ -51,7 +51,8 @@ use tokio_util::task::TaskTracker;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Builds the shared state on `store`, in cluster mode when a `cluster` is
-/// given. Fails only if the reader lanes' threads cannot start.
+/// given. Called on the main runtime, whose handle the quiet lane keeps;
+/// fails only if it is not, or if the sending lane's threads cannot start.
 pub fn state(
     config: Config,
     store: Arc<dyn Store>,

@@ -1,4 +1,4 @@
-//! A runtime the server keeps beside its main one: the reader lanes
+//! A runtime the server keeps beside its main one: the sending lane
 //! (`ws/answers.rs`) and, with `--delivery-priority low`, the front
 //! (`front.rs`). Each is built with its threads' name and priority, and
 //! dropped without waiting for its threads, since the server drops it from

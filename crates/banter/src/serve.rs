@@ -187,7 +187,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let state = banter_server::state(config, store, cluster, banter_server::install_metrics())
-        .context("starting the reader lanes")?;
+        .context("starting the sending lane")?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tracing::info!(%addr, store = %args.store_label(), node = args.node_id, workers, "banter listening");
     // Scripts and tests read the bound address (useful with port 0) from this line.
