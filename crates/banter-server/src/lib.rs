@@ -22,6 +22,7 @@ pub mod front;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod latency;
 pub mod maps;
 pub mod members;
 pub mod messaging;
@@ -49,6 +50,11 @@ use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for connections and commits to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// How often the recorder folds its histograms' samples into their buckets.
+/// A scrape of `/metrics` does it too; until one of them does, the recorder
+/// holds every sample in memory, so a server nobody scrapes would grow.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Builds the shared state on `store`, in cluster mode when a `cluster` is
 /// given. Called on the main runtime, whose handle the quiet lane keeps;
@@ -84,7 +90,7 @@ pub fn state(
 
 /// Installs the Prometheus recorder (once per process) and describes the metrics.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    let ms = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0];
+    let ms = latency::BUCKETS_MS;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_ms".into()), &ms)
         .ok()?
@@ -95,10 +101,6 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         .ok()?
         .install_recorder()
         .ok()?;
-    metrics::describe_histogram!(
-        "message_delivery_latency_ms",
-        "Time from a message being stored to its push to a device, ms"
-    );
     metrics::describe_gauge!("websocket_connections", "Open WebSocket connections");
     metrics::describe_counter!("messages_sent_total", "Messages stored (duplicates excluded)");
     metrics::describe_counter!("messages_delivered_total", "Messages acknowledged by devices");
@@ -143,6 +145,18 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     Some(handle)
 }
 
+/// Runs the recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`] until shutdown.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Accepts and serves HTTP and WebSocket upgrades until `shutdown` is cancelled.
 async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
     // Frames are small and latency matters: no Nagle delay.
@@ -161,6 +175,9 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
 pub async fn run(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let worker = state.tasks.spawn(fanout::Fanout::run(Arc::clone(&state)));
     state.tasks.spawn(acks::AckBuffer::run(Arc::clone(&state)));
+    if let Some(handle) = state.metrics.clone() {
+        state.tasks.spawn(metrics_upkeep(handle, state.shutdown.clone()));
+    }
     // Every connection closes with 1001 when shutdown begins; one registered
     // after this sweep sees the token itself (`ws::connection`).
     let sweep = Arc::clone(&state);

@@ -2,7 +2,8 @@
 //! server starts, so a send, a push or an ack does no registry lookup.
 //! `install_metrics` (in the crate root) describes them.
 
-use metrics::{Counter, Gauge, Histogram};
+use crate::latency::LatencyHistogram;
+use metrics::{Counter, Gauge};
 
 /// The hot paths' metrics.
 pub struct Meters {
@@ -16,8 +17,9 @@ pub struct Meters {
     pub inflight: Gauge,
     /// `delivery_backlog_messages`: stored, waiting to stream to devices that are behind.
     pub backlog: Gauge,
-    /// `message_delivery_latency_ms`: stored → pushed.
-    pub latency: Histogram,
+    /// `message_delivery_latency_ms`: stored → pushed; rendered by `/metrics`
+    /// itself, not by the recorder (`latency.rs`).
+    pub latency: LatencyHistogram,
     /// `readers_sending`: connections whose reader is on the sending lane.
     pub sending: Gauge,
 }
@@ -31,7 +33,7 @@ impl Meters {
             retries: metrics::counter!("delivery_retries_total"),
             inflight: metrics::gauge!("delivery_inflight_messages"),
             backlog: metrics::gauge!("delivery_backlog_messages"),
-            latency: metrics::histogram!("message_delivery_latency_ms"),
+            latency: LatencyHistogram::default(),
             sending: metrics::gauge!("readers_sending"),
         }
     }
@@ -39,7 +41,16 @@ impl Meters {
     /// Records stored → pushed latency of a message stored at `ts`, pushed at
     /// `now_ms` (read once for the frames written together).
     pub fn record_latency(&self, ts: i64, now_ms: i64) {
-        self.latency.record((now_ms - ts).max(0) as f64);
+        self.latency.record((now_ms - ts).max(0) as u64);
+    }
+
+    /// Appends to `/metrics` what the recorder does not render.
+    pub fn render(&self, out: &mut String) {
+        self.latency.render(
+            "message_delivery_latency_ms",
+            "Time from a message being stored to its push to a device, ms",
+            out,
+        );
     }
 }
 

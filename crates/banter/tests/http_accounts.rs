@@ -105,6 +105,13 @@ async fn health_and_metrics() {
     wa.send_text_message(&conv, "m1", "hi").await;
     wb.expect("message").await;
     let text = reqwest::get(format!("{}/metrics", s.base())).await.unwrap().text().await.unwrap();
-    assert!(text.contains("message_delivery_latency_ms_bucket"), "{text}");
+    let value = |prefix: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {text}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    };
+    let pushed = value("message_delivery_latency_ms_count");
+    assert!(pushed >= 1, "{text}");
+    assert_eq!(value("message_delivery_latency_ms_bucket{le=\"+Inf\"}"), pushed, "{text}");
+    assert!(text.contains("# TYPE message_delivery_latency_ms histogram"), "{text}");
     assert!(text.contains("websocket_connections 2"), "{text}");
 }

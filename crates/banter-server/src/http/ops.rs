@@ -25,7 +25,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(rss) = resident_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = match &state.metrics {
+        Some(handle) => {
+            let mut body = handle.render();
+            state.meters.render(&mut body);
+            body
+        }
+        None => String::new(),
+    };
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
