@@ -37,7 +37,7 @@ impl LatencyHistogram {
     /// its `help`. Nothing is written before the first sample, as with the
     /// recorder's own histograms.
     pub fn render(&self, name: &str, help: &str, out: &mut String) {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: [u64; BUCKETS_MS.len() + 1] = std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed));
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return;

@@ -175,14 +175,20 @@ fn open(path: &Path) -> Result<Connection> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_read_that_panics_is_an_error_and_the_readers_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pool.db");
+    /// A database in `dir` whose table `t` holds one row, 7.
+    fn table_of_seven(dir: &Path) -> PathBuf {
+        let path = dir.join("pool.db");
         Connection::open(&path)
             .unwrap()
             .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
             .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_is_an_error_and_the_readers_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = table_of_seven(dir.path());
         let pool = ReadPool::new(path).unwrap();
         // More panics than threads: were a panic to end its thread, none would be left.
         for _ in 0..READERS + 1 {
@@ -196,11 +202,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_read_of_a_burst_larger_than_the_threads_is_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pool.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
-            .unwrap();
+        let path = table_of_seven(dir.path());
         let pool = Arc::new(ReadPool::new(path).unwrap());
         let reads = (0..READERS as i64 * 50).map(|i| {
             let pool = Arc::clone(&pool);
