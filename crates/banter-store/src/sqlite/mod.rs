@@ -1,6 +1,9 @@
 //! The embedded default store: SQLite in WAL mode, one writer thread with
-//! group commit (`writer.rs`) and a pool of read connections (`pool.rs`).
+//! group commit (`writer.rs`), a pool of read connections (`pool.rs`), and
+//! the point reads made for each device that connects, on the caller's thread
+//! (`point.rs`).
 
+mod point;
 mod pool;
 mod schema;
 mod tails;
@@ -300,7 +303,7 @@ impl Store for SqliteStore {
 
     async fn device_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Device>> {
         self.readers
-            .read(move |c| {
+            .read_here(move |c| {
                 Ok(c.prepare_cached("SELECT device_id, user_id FROM devices WHERE token_hash = ?1 AND revoked = 0")?
                     .query_row([&token_hash[..]], |r| Ok(Device { id: r.get(0)?, user_id: r.get(1)? }))
                     .optional()?)
@@ -423,7 +426,7 @@ impl Store for SqliteStore {
 
     async fn direct_peers(&self, user: UserId) -> Result<Vec<UserId>> {
         self.readers
-            .read(move |c| {
+            .read_here(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT o.user_id FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id AND c.kind = 0 \
                      JOIN members o ON o.conversation_id = m.conversation_id AND o.user_id != m.user_id WHERE m.user_id = ?1",
@@ -534,7 +537,7 @@ impl Store for SqliteStore {
 
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
         self.readers
-            .read(move |c| {
+            .read_here(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
                      JOIN conversations c ON c.conversation_id = m.conversation_id \
@@ -549,7 +552,7 @@ impl Store for SqliteStore {
 
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>> {
         self.readers
-            .read(move |c| {
+            .read_here(move |c| {
                 Ok(c.prepare_cached(&format!(
                     "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
                      JOIN conversations c ON c.conversation_id = m.conversation_id \

@@ -1,6 +1,7 @@
 //! Read-only connections, each owned by a reader thread of its own, so that
-//! SQLite never blocks the async runtime. WAL lets them read while the
-//! writer commits.
+//! a read never holds a thread of the async runtime (the point reads of
+//! `point.rs` excepted, which are made where they are asked and come here
+//! only when they cannot be). WAL lets them read while the writer commits.
 //!
 //! Reads are jobs on one queue that [`READERS`] threads take from. A thread
 //! that finds more work waiting takes it without sleeping, so a burst of
@@ -95,6 +96,11 @@ pub(crate) struct ReadPool {
     queue: Arc<Queue>,
     /// One permit per read queued or running, so the queue holds at most [`READ_QUEUE`].
     room: Arc<Semaphore>,
+    /// The database, for the connections of point reads ([`super::point`]).
+    pub(super) path: Arc<Path>,
+    /// Tells this pool's point-read connections from other pools' on the
+    /// same thread; they are let go once it is dropped.
+    pub(super) key: Arc<()>,
 }
 
 impl Drop for ReadPool {
@@ -116,7 +122,7 @@ impl ReadPool {
                 .spawn(move || serve(&path, &queue))
                 .map_err(|e| StoreError::Unavailable(format!("no reader thread: {e}")))?;
         }
-        Ok(ReadPool { queue, room: Arc::new(Semaphore::new(READ_QUEUE)) })
+        Ok(ReadPool { queue, room: Arc::new(Semaphore::new(READ_QUEUE)), path, key: Arc::new(()) })
     }
 
     /// Runs `f` on a read connection, on a reader thread.
@@ -159,7 +165,7 @@ fn serve(path: &Path, queue: &Queue) {
     }
 }
 
-fn open(path: &Path) -> Result<Connection> {
+pub(super) fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
