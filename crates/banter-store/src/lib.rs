@@ -103,6 +103,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The cursor of a device in each conversation of its user.
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>>;
+    /// The same read as [`Store::cursors`], made once as the device
+    /// connects. A store may serve it on the caller's thread (the embedded
+    /// store does), while [`Store::cursors`], which a resync of many
+    /// connections at once calls, stays off it.
+    async fn cursors_on_connect(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
+        self.cursors(user, device).await
+    }
     /// The cursor of a device in one conversation, if the user is a member.
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>>;
     /// Records cumulative acks of one device in one write; returns the

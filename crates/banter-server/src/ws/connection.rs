@@ -253,6 +253,8 @@ struct Connection {
     close: Option<(u16, &'static str)>,
     /// The socket failed or ended: go without a closing handshake.
     gone: bool,
+    /// The cursors were read once: later reads are resyncs.
+    synced: bool,
     /// This connection's share of the `delivery_inflight_messages` and
     /// `delivery_backlog_messages` gauges, as last reported.
     reported: (u64, u64),
@@ -323,6 +325,7 @@ fn session(
         store_failures: 0,
         close: None,
         gone: false,
+        synced: false,
         reported: (0, 0),
         room_owed: 0,
     };
@@ -524,7 +527,15 @@ impl Connection {
     async fn stream_from_store(&mut self) -> Result<(), ApiError> {
         let store = Arc::clone(&self.state.store);
         if self.control.lagged.swap(false, Ordering::AcqRel) {
-            let cursors = store.cursors(self.auth.user_id, self.auth.device_id).await?;
+            let (user, device) = (self.auth.user_id, self.auth.device_id);
+            // The read as the device connects may be made on this thread; a
+            // resync, which many connections may need at once, is not.
+            let cursors = if self.synced {
+                store.cursors(user, device).await?
+            } else {
+                store.cursors_on_connect(user, device).await?
+            };
+            self.synced = true;
             let current: HashSet<ConversationId> = cursors.iter().map(|c| c.conversation_id).collect();
             let gone: Vec<ConversationId> = self.delivery.conversations().filter(|c| !current.contains(c)).collect();
             for c in gone {

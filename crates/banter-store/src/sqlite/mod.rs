@@ -536,18 +536,11 @@ impl Store for SqliteStore {
     }
 
     async fn cursors(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
-        self.readers
-            .read_here(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
-                     JOIN conversations c ON c.conversation_id = m.conversation_id \
-                     LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?2 \
-                     WHERE m.user_id = ?1"
-                ))?;
-                let rows = stmt.query_map(params![user, device], cursor_row)?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
+        self.readers.read(move |c| cursors_of(c, user, device)).await
+    }
+
+    async fn cursors_on_connect(&self, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
+        self.readers.read_here(move |c| cursors_of(c, user, device)).await
     }
 
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>> {
@@ -698,6 +691,18 @@ fn page(
         out.reverse();
     }
     Ok(out)
+}
+
+/// The cursor of `device` in each conversation of `user`.
+fn cursors_of(c: &Connection, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
+         JOIN conversations c ON c.conversation_id = m.conversation_id \
+         LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?2 \
+         WHERE m.user_id = ?1"
+    ))?;
+    let rows = stmt.query_map(params![user, device], cursor_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn cursor_row(r: &Row<'_>) -> rusqlite::Result<Cursor> {

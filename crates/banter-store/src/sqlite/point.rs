@@ -1,26 +1,33 @@
 //! Point reads, run on the calling thread.
 //!
-//! A few reads are made for every device that connects: its token, its
-//! cursors, its user's direct peers (and a cursor when a conversation it did
-//! not know about first reaches it). Each looks up a handful of rows by key
-//! in small tables that stay in the operating system's cache, and takes a
-//! few microseconds. Handed to a reader thread ([`super::pool`]), each would
-//! cost two thread wakeups, one each way, which cost more than the read:
-//! while 19,000 devices connected, the server spent about a third less CPU
-//! per connection with these reads made where they were asked (see
-//! BENCHMARKS.md, "What each change bought").
+//! A few reads are made for every device that connects, and for every HTTP
+//! request, by key, in small tables that stay in the operating system's
+//! cache: a token's device (unless the server's token cache has it), the
+//! device's cursors as it connects, its user's direct peers when the user's
+//! presence changes, and the cursor of a conversation new to a connected
+//! device. Each takes a few microseconds. Handed to a reader thread
+//! ([`super::pool`]), each would cost two thread wakeups, one each way,
+//! which cost more than the read: while 19,000 devices connected, the
+//! server spent about a third less CPU with these reads made where they
+//! were asked (see BENCHMARKS.md, "What each change bought").
 //!
 //! So [`ReadPool::read_here`] runs a read on the calling thread, with a
 //! read-only connection that the thread opens at its first point read and
 //! keeps. It is for point reads only: a read that scans (a page of history,
-//! a listing) goes to the reader threads, so that it never holds a runtime's
-//! thread for long. A point read that meets a lock or an I/O error, or whose
-//! thread cannot open a connection, is run again on a reader thread, which
-//! waits for locks; so it never waits for a lock on the caller's thread.
+//! a listing), and a device's cursors read again to resync (which many
+//! connections may need at once, when the server is already behind), go to
+//! the reader threads, so that they never hold a runtime's thread for long.
+//! A point read that meets a lock or an I/O error, or whose thread cannot
+//! open or use a connection, is run again on a reader thread, which waits
+//! for locks; so it never waits for a lock on the caller's thread. An
+//! inline read counts against its task's budget, so a task that makes many
+//! still gives its thread to others, as a read of a socket would.
 //!
-//! What it costs: a thread that makes point reads keeps a connection (a file
-//! handle, a map of the database, a small page cache) until it ends; a
-//! point read of pages that are not cached waits for the disk on the
+//! What it costs: a thread that makes point reads keeps a connection (two
+//! open files, the database and its WAL; a map of the database; a small
+//! page cache) until it ends, or until its next point read after the store
+//! is dropped;
+//! a point read of pages that are not cached waits for the disk on the
 //! caller's thread; and the cursors and the direct peers are one row per
 //! conversation of the user, so they hold the thread longer for a user in
 //! many: for a user in 1,000 conversations (100,000 messages), with the
@@ -47,27 +54,32 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Clone + Send + 'static,
     {
-        match self.try_here(f.clone()) {
-            Err(StoreError::Unavailable(_)) => self.read(f).await,
+        let done = match self.try_here(f.clone()) {
+            Err(StoreError::Unavailable(_)) => return self.read(f).await,
             done => done,
-        }
+        };
+        tokio::task::consume_budget().await;
+        done
     }
 
     /// Runs `f` with this thread's connection to the database, opening it
     /// first if needed. A read that panics is an error, and the connection
-    /// is let go, as a reader thread's would be.
+    /// is let go, as a reader thread's would be. Without a connection here
+    /// (it cannot be opened, or the thread is ending), the read is
+    /// [`StoreError::Unavailable`], and so goes to a reader thread.
     fn try_here<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        HERE.with(|here| {
-            let mut here = here.borrow_mut();
+        let unavailable = |why: &str| StoreError::Unavailable(format!("no point-read connection here: {why}"));
+        HERE.try_with(|here| {
+            let Ok(mut here) = here.try_borrow_mut() else { return Err(unavailable("in use")) };
             // Connections of stores since dropped are let go.
             here.retain(|(key, _)| key.strong_count() > 0);
             let mine = Arc::downgrade(&self.key);
             let at = match here.iter().position(|(key, _)| key.ptr_eq(&mine)) {
                 Some(at) => at,
                 None => {
-                    let conn = open(&self.path)?;
+                    let conn = open(&self.path).map_err(|e| unavailable(&e.to_string()))?;
                     // Never wait for a lock here: the reader threads do.
-                    conn.busy_timeout(std::time::Duration::ZERO)?;
+                    conn.busy_timeout(std::time::Duration::ZERO).map_err(|e| unavailable(&e.to_string()))?;
                     here.push((mine, conn));
                     here.len() - 1
                 }
@@ -80,6 +92,7 @@ impl ReadPool {
                 }
             }
         })
+        .unwrap_or_else(|_| Err(unavailable("the thread is ending")))
     }
 }
 
@@ -99,8 +112,9 @@ mod tests {
         path
     }
 
+    /// Through the statement cache, as the store's reads are.
     fn x(c: &Connection) -> Result<i64> {
-        Ok(c.query_row("SELECT x FROM t", [], |r| r.get(0))?)
+        Ok(c.prepare_cached("SELECT x FROM t")?.query_row([], |r| r.get(0))?)
     }
 
     fn connections_here() -> usize {
@@ -119,6 +133,16 @@ mod tests {
         Connection::open(&path).unwrap().execute("UPDATE t SET x = 8", []).unwrap();
         assert_eq!(pool.read_here(x).await.unwrap(), 8);
         assert_eq!(connections_here(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_point_read_never_waits_for_a_lock_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = ReadPool::new(table_of(dir.path(), 7)).unwrap();
+        let here = |c: &Connection| Ok(c.query_row("PRAGMA busy_timeout", [], |r| r.get::<_, i64>(0))?);
+        assert_eq!(pool.read_here(here).await.unwrap(), 0);
+        // The reader threads do wait.
+        assert!(pool.read(here).await.unwrap() > 0);
     }
 
     #[tokio::test]
