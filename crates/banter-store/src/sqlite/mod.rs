@@ -1,7 +1,7 @@
 //! The embedded default store: SQLite in WAL mode, one writer thread with
 //! group commit (`writer.rs`), a pool of read connections (`pool.rs`), and
-//! the point reads made for each device that connects, on the caller's thread
-//! (`point.rs`).
+//! point reads (a token's device, a connecting device's cursors, a user's
+//! direct peers, one cursor) made on the caller's thread (`point.rs`).
 
 mod point;
 mod pool;

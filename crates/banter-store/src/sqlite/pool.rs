@@ -99,7 +99,8 @@ pub(crate) struct ReadPool {
     /// The database, for the connections of point reads ([`super::point`]).
     pub(super) path: Arc<Path>,
     /// Tells this pool's point-read connections from other pools' on the
-    /// same thread; they are let go once it is dropped.
+    /// same thread; once it is dropped, each thread lets its connection go
+    /// at its next point read, or when it ends.
     pub(super) key: Arc<()>,
 }
 
