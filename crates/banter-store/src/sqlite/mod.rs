@@ -12,7 +12,7 @@ mod writer;
 use crate::*;
 use async_trait::async_trait;
 use pool::ReadPool;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tails::{ForReader, Lookup, Tails};
@@ -546,14 +546,12 @@ impl Store for SqliteStore {
     async fn cursor(&self, conversation: ConversationId, user: UserId, device: DeviceId) -> Result<Option<Cursor>> {
         self.readers
             .read_here(move |c| {
-                Ok(c.prepare_cached(&format!(
-                    "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
-                     JOIN conversations c ON c.conversation_id = m.conversation_id \
-                     LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?3 \
-                     WHERE m.conversation_id = ?1 AND m.user_id = ?2"
-                ))?
-                .query_row(params![conversation, user, device], cursor_row)
-                .optional()?)
+                Ok(c.prepare_cached(&cursor_sql("m.conversation_id = :conversation AND m.user_id = :user"))?
+                    .query_row(
+                        named_params! { ":conversation": conversation, ":user": user, ":device": device },
+                        cursor_row,
+                    )
+                    .optional()?)
             })
             .await
     }
@@ -695,14 +693,19 @@ fn page(
 
 /// The cursor of `device` in each conversation of `user`.
 fn cursors_of(c: &Connection, user: UserId, device: DeviceId) -> Result<Vec<Cursor>> {
-    let mut stmt = c.prepare_cached(&format!(
+    let mut stmt = c.prepare_cached(&cursor_sql("m.user_id = :user"))?;
+    let rows = stmt.query_map(named_params! { ":user": user, ":device": device }, cursor_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The cursors of `:device` in the memberships that `filter` picks, read by [`cursor_row`].
+fn cursor_sql(filter: &str) -> String {
+    format!(
         "SELECT m.conversation_id, COALESCE(k.acked_seq, m.joined_seq), {LAST_SEQ_OF_C}, c.member_count FROM members m \
          JOIN conversations c ON c.conversation_id = m.conversation_id \
-         LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = ?2 \
-         WHERE m.user_id = ?1"
-    ))?;
-    let rows = stmt.query_map(params![user, device], cursor_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+         LEFT JOIN cursors k ON k.conversation_id = m.conversation_id AND k.device_id = :device \
+         WHERE {filter}"
+    )
 }
 
 fn cursor_row(r: &Row<'_>) -> rusqlite::Result<Cursor> {

@@ -26,11 +26,10 @@
 //! What it costs: a thread that makes point reads keeps a connection (two
 //! open files, the database and its WAL; a map of the database; a small
 //! page cache) until it ends, or until its next point read after the store
-//! is dropped;
-//! a point read of pages that are not cached waits for the disk on the
-//! caller's thread; and the cursors and the direct peers are one row per
-//! conversation of the user, so they hold the thread longer for a user in
-//! many: for a user in 1,000 conversations (100,000 messages), with the
+//! is dropped; a point read of pages that are not cached waits for the disk
+//! on the caller's thread; and the cursors and the direct peers are one row
+//! per conversation of the user, so they hold the thread longer for a user
+//! in many: for a user in 1,000 conversations (100,000 messages), with the
 //! pages cached, about 0.5–0.9 ms for the cursors and 0.3 ms for the peers.
 
 use super::pool::{open, ReadPool};
